@@ -1,0 +1,3 @@
+"""Retinal biomarker detection on OLIVES OCT B-scans."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Data sources, schema checks, decoding, the preprocess cache and patient-level splits."""

@@ -1,0 +1,81 @@
+"""The Hugging Face `gOLIVES/OLIVES_Dataset` `biomarker_detection` schema and its checks.
+
+Every source (hub, local folder, synthetic generator) writes `data/raw/<split>/*.parquet` in
+this schema, so the stages after `download` never need to know where data came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from datasets import Features, Image, Value
+
+BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
+BIOMARKER_NAMES: dict[str, str] = {
+    "B1": "IR HRF",
+    "B2": "Partially attached vitreous face",
+    "B3": "Fully attached vitreous face",
+    "B4": "Vitreous debris",
+    "B5": "DRT/ME",
+    "B6": "Fluid (IRF)",
+}
+
+
+class SchemaError(ValueError):
+    """Raw data lacks a column or has one of the wrong type."""
+
+
+def olives_features(
+    labels: Sequence[str] = BIOMARKERS,
+    clinical: Sequence[str] = ("BCVA", "CST"),
+    image_column: str = "Image",
+    patient_column: str = "Patient_ID",
+    eye_column: str | None = "Eye_ID",
+) -> Features:
+    """Features in the hub's column order: Image, labels, clinical, Eye_ID, Patient_ID."""
+    cols: dict = {image_column: Image()}
+    cols.update({name: Value("float64") for name in labels})
+    cols.update({name: Value("float64") for name in clinical})
+    if eye_column:
+        cols[eye_column] = Value("float64")
+    cols[patient_column] = Value("int64")
+    return Features(cols)
+
+
+def check_schema(schema: pa.Schema, expected: Features, where: str) -> None:
+    """Raise `SchemaError` naming every missing or mistyped column of `schema`."""
+    want = expected.arrow_schema
+    problems = []
+    for name in want.names:
+        if name not in schema.names:
+            problems.append(f"missing column '{name}'")
+            continue
+        got, need = schema.field(name).type, want.field(name).type
+        if not _compatible(got, need):
+            problems.append(f"column '{name}' has type {got}, expected {need}")
+    if problems:
+        raise SchemaError(f"{where}: " + "; ".join(problems))
+
+
+def _compatible(got: pa.DataType, need: pa.DataType) -> bool:
+    """Exact match, or a lossless widening (int -> float64, large_binary -> binary ...)."""
+    if got == need:
+        return True
+    if pa.types.is_struct(need):
+        if not pa.types.is_struct(got):
+            return False
+        fields = {got.field(i).name: got.field(i).type for i in range(got.num_fields)}
+        return all(
+            need.field(i).name in fields and _compatible(fields[need.field(i).name], need.field(i).type)
+            for i in range(need.num_fields)
+        )
+    if pa.types.is_floating(need):
+        return pa.types.is_floating(got) or pa.types.is_integer(got) or pa.types.is_null(got)
+    if pa.types.is_integer(need):
+        return pa.types.is_integer(got)
+    if pa.types.is_binary(need):
+        return pa.types.is_binary(got) or pa.types.is_large_binary(got)
+    if pa.types.is_string(need):
+        return pa.types.is_string(got) or pa.types.is_large_string(got) or pa.types.is_null(got)
+    return False
