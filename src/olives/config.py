@@ -84,6 +84,7 @@ class SplitConfig:
     n_folds: int = 1
     fold: int = 0
     candidates: int = 32
+    out_dir: str = "data/split"
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,6 @@ class PreprocessConfig:
     num_workers: int = 2
     batch_rows: int = 256
     cache_dir: str = "data/cache"
-    splits: SplitConfig = field(default_factory=SplitConfig)
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,7 @@ class Params:
     eye_column: str | None = "Eye_ID"
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -288,7 +289,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"'{key}' = {value!r} must have {len(args)} items")
         item_types = [args[0]] * len(value) if (origin is list or args[-1] is Ellipsis) else args
-        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))]
+        pairs = enumerate(zip(item_types, value, strict=True))
+        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in pairs]
         return tuple(items) if origin is tuple else items
     if tp is type(None):
         if value is not None:

@@ -67,7 +67,8 @@ def _compatible(got: pa.DataType, need: pa.DataType) -> bool:
             return False
         fields = {got.field(i).name: got.field(i).type for i in range(got.num_fields)}
         return all(
-            need.field(i).name in fields and _compatible(fields[need.field(i).name], need.field(i).type)
+            need.field(i).name in fields
+            and _compatible(fields[need.field(i).name], need.field(i).type)
             for i in range(need.num_fields)
         )
     if pa.types.is_floating(need):

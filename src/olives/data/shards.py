@@ -19,8 +19,9 @@ from datasets import Features
 class ShardWriter:
     """Buffer rows and flush every `shard_rows` rows to `<out_dir>/<prefix>-NNNNN.parquet`."""
 
-    def __init__(self, out_dir: Path, features: Features, shard_rows: int = 500,
-                 prefix: str = "part") -> None:
+    def __init__(
+        self, out_dir: Path, features: Features, shard_rows: int = 500, prefix: str = "part"
+    ) -> None:
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.out_dir = Path(out_dir)

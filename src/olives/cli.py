@@ -1,0 +1,109 @@
+"""`olives <command>`: one sub-command per DVC stage, plus scoring and run comparison.
+
+Each stage command is a thin entry: load its `params.yaml` section into a typed config, call
+the pure core function, write the outputs. The cores live in their own modules and are tested
+without the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from olives.config import ConfigError, Params, load_params
+
+log = logging.getLogger("olives")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def cmd_download(params: Params, args: argparse.Namespace) -> None:
+    from olives.data.sources import download
+
+    report = download(params)
+    write_json(Path(params.data.raw_dir).parent / "raw_report.json", report)
+    for split, info in report["splits"].items():
+        log.info(
+            "%s: %d rows, %d labelled, %d patients",
+            split,
+            info["rows"],
+            info["labelled_rows"],
+            info["patients"],
+        )
+        for warning in info["warnings"]:
+            log.warning(warning)
+
+
+def cmd_preprocess(params: Params, args: argparse.Namespace) -> None:
+    from olives.data.cache import build_cache
+    from olives.data.sources import Columns
+
+    report = build_cache(Path(params.data.raw_dir), params.preprocess, Columns.from_params(params))
+    write_json(Path("reports/preprocess.json"), report)
+    log.info(
+        "cached %d images (%d skipped, %d duplicate rows) at %s images/s",
+        report["cached"],
+        report["skipped_corrupt"],
+        report["duplicate_rows"],
+        report["images_per_second"],
+    )
+
+
+def cmd_split(params: Params, args: argparse.Namespace) -> None:
+    from olives.data.cache import open_cache
+    from olives.data.prepare import make_splits, write_outputs
+    from olives.data.sources import Columns
+
+    images, index = open_cache(Path(params.preprocess.cache_dir))
+    index, stats, summary = make_splits(
+        index, images, params.split, Columns.from_params(params), params.seed
+    )
+    write_outputs(Path(params.split.out_dir), index, stats, summary)
+    for name in ("train", "val", "test"):
+        part = summary.get(name, {})
+        log.info("%s: %s patients, %s rows", name, part.get("n_patients"), part.get("n_rows"))
+
+
+COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = {
+    "download": (cmd_download, "fetch the data source into data/raw (parquet, hub schema)"),
+    "preprocess": (cmd_preprocess, "decode images once into the uint8 cache + index"),
+    "split": (cmd_split, "patient-level train/val/test splits and train-only statistics"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="olives", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler, _ = COMMANDS[args.command]
+    try:
+        params = load_params(args.params)
+        handler(params, args)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The `preprocess` stage: raw parquet shards -> one memory-mapped uint8 image cache + index.
+
+Images are decoded exactly once here (never per epoch): training reads `images.npy`
+(N x H x W, uint8, memory-mapped) and `index.parquet` (one row per cached image: labels,
+clinical values, patient, eye, source split, content hash, duplicate group). Rows are streamed
+a batch at a time and decoded by a small thread pool (PIL releases the GIL), so peak memory is
+bounded by `batch_rows` whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from olives.config import PreprocessConfig
+from olives.data.decode import DecodeError, load_scan
+from olives.data.schema import check_schema
+from olives.data.shards import reset_dir
+from olives.data.sources import Columns
+
+IMAGES = "images.npy"
+INDEX = "index.parquet"
+SKIPPED = "skipped.csv"
+DUPLICATES = "duplicates.csv"
+
+
+class TooManyCorruptError(RuntimeError):
+    """More undecodable images than `preprocess.max_corrupt_fraction` allows."""
+
+
+@dataclass(frozen=True)
+class RawFile:
+    split: str
+    path: Path
+    rows: int
+
+
+def list_raw(raw_dir: Path, cols: Columns) -> list[RawFile]:
+    """Every shard under `raw_dir/<split>/`, schema-checked from its footer (no data read)."""
+    files = []
+    for path in sorted(Path(raw_dir).glob("*/*.parquet")):
+        meta = pq.ParquetFile(path)
+        check_schema(meta.schema_arrow, cols.features(), str(path))
+        files.append(RawFile(path.parent.name, path, meta.metadata.num_rows))
+    if not files:
+        raise FileNotFoundError(f"no parquet shard under {raw_dir}/<split>/: run `olives download`")
+    return files
+
+
+def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str, Any]:
+    """Decode every raw row once into `cfg.cache_dir`; return the preprocess report."""
+    files = list_raw(raw_dir, cols)
+    out = reset_dir(Path(cfg.cache_dir))
+    total = sum(f.rows for f in files)
+    images = np.lib.format.open_memmap(
+        out / IMAGES, mode="w+", dtype=np.uint8, shape=(total, cfg.height, cfg.width)
+    )
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max(1, cfg.num_workers)) as pool:
+        for batch in _batches(files, cols, cfg.batch_rows):
+            blobs = [rec.pop("_bytes") for rec in batch]
+            for rec, result in zip(batch, pool.map(lambda b: _decode(b, cfg), blobs), strict=False):
+                if isinstance(result, str):
+                    skipped.append(
+                        {k: rec[k] for k in ("source_split", "source_row", "path")}
+                        | {"reason": result}
+                    )
+                    continue
+                rec["row"] = len(records)
+                images[rec["row"]] = result
+                records.append(rec)
+    images.flush()
+    seconds = time.perf_counter() - start
+    del images
+    index = _finish_index(pd.DataFrame.from_records(records), cols)
+    index.to_parquet(out / INDEX, index=False)
+    pd.DataFrame(skipped, columns=["source_split", "source_row", "path", "reason"]).to_csv(
+        out / SKIPPED, index=False
+    )
+    dups = duplicate_table(index, cols)
+    dups.to_csv(out / DUPLICATES, index=False)
+    report = _report(index, skipped, dups, total, seconds, cfg, cols)
+    _check_corrupt(len(skipped), total, cfg.max_corrupt_fraction, out / SKIPPED)
+    return report
+
+
+def _batches(
+    files: list[RawFile], cols: Columns, batch_rows: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Stream `batch_rows` rows at a time as flat records (image bytes under `_bytes`)."""
+    wanted = [cols.image, *cols.labels, *cols.clinical, cols.patient]
+    if cols.eye:
+        wanted.append(cols.eye)
+    for file in files:
+        reader = pq.ParquetFile(file.path)
+        offset = 0
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted):
+            rows = batch.to_pylist()
+            yield [_record(file, offset + i, row, cols) for i, row in enumerate(rows)]
+            offset += len(rows)
+
+
+def _record(file: RawFile, source_row: int, row: dict[str, Any], cols: Columns) -> dict[str, Any]:
+    image = row[cols.image] or {}
+    data = image.get("bytes") or b""
+    path = image.get("path") or f"{file.path.name}#{source_row}"
+    rec: dict[str, Any] = {
+        "image_id": f"{file.split}/{path}",
+        "path": path,
+        "source_split": file.split,
+        "source_file": file.path.name,
+        "source_row": source_row,
+        "sha1": hashlib.sha1(data).hexdigest(),
+        "_bytes": data,
+        cols.patient: row[cols.patient],
+    }
+    rec["eye"] = row[cols.eye] if cols.eye else None
+    for name in (*cols.labels, *cols.clinical):
+        rec[name] = row[name]
+    return rec
+
+
+def _decode(data: bytes, cfg: PreprocessConfig) -> np.ndarray | str:
+    """The resized image, or the reason it could not be decoded (a string)."""
+    try:
+        return load_scan(data, cfg.height, cfg.width, cfg.resize)
+    except DecodeError as exc:
+        return str(exc)
+
+
+def _finish_index(index: pd.DataFrame, cols: Columns) -> pd.DataFrame:
+    """Add the labelled flag and a duplicate group (the first row holding the same bytes)."""
+    if index.empty:
+        raise DecodeError("no image could be decoded: see skipped.csv")
+    index["labelled"] = index[list(cols.labels)].notna().all(axis=1)
+    index["dup_group"] = index.groupby("sha1")["row"].transform("min").astype(np.int64)
+    index["eye"] = index["eye"].astype("float64")
+    return index
+
+
+def duplicate_table(index: pd.DataFrame, cols: Columns) -> pd.DataFrame:
+    """Byte-identical images: one line per duplicated row, with its group and patient."""
+    dup = index[index.duplicated("sha1", keep=False)]
+    keep = ["dup_group", "row", "image_id", cols.patient, "source_split", "labelled"]
+    return dup[keep].sort_values(["dup_group", "row"]).reset_index(drop=True)
+
+
+def _report(
+    index: pd.DataFrame,
+    skipped: list,
+    dups: pd.DataFrame,
+    total: int,
+    seconds: float,
+    cfg: PreprocessConfig,
+    cols: Columns,
+) -> dict[str, Any]:
+    groups = dups.groupby("dup_group")
+    return {
+        "rows_in": total,
+        "cached": len(index),
+        "labelled": int(index["labelled"].sum()),
+        "unlabeled": int((~index["labelled"]).sum()),
+        "skipped_corrupt": len(skipped),
+        "corrupt_fraction": round(len(skipped) / max(total, 1), 5),
+        "duplicate_rows": len(dups),
+        "duplicate_groups": int(groups.ngroups),
+        "duplicate_groups_across_patients": int((groups[cols.patient].nunique() > 1).sum()),
+        "duplicate_groups_across_source_splits": int((groups["source_split"].nunique() > 1).sum()),
+        "image_shape": [cfg.height, cfg.width],
+        "resize": cfg.resize,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(total / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _check_corrupt(n_bad: int, total: int, limit: float, listing: Path) -> None:
+    if total and n_bad / total > limit:
+        raise TooManyCorruptError(
+            f"{n_bad} of {total} images ({n_bad / total:.2%}) could not be decoded, more than "
+            f"preprocess.max_corrupt_fraction = {limit:.2%}; they are listed in {listing}"
+        )
+
+
+def open_cache(cache_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """The memory-mapped image array and the index, as training and evaluation read them."""
+    cache_dir = Path(cache_dir)
+    images = np.load(cache_dir / IMAGES, mmap_mode="r")
+    return images, pd.read_parquet(cache_dir / INDEX)

@@ -1,0 +1,294 @@
+"""The `download` stage's sources: Hugging Face hub, a local folder, or the synthetic generator.
+
+Each writes `<raw_dir>/<split>/part-NNNNN.parquet` in the hub's `biomarker_detection` schema
+(restricted to the configured label and clinical columns), streaming a bounded number of rows
+at a time. The source is always explicit (`data.source`): nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from datasets import Features
+
+from olives.config import Params
+from olives.data.schema import SchemaError, check_schema, olives_features
+from olives.data.shards import ShardWriter, reset_dir
+
+OFFLINE_HINT = (
+    "Offline sources: set `data.source: synthetic` (the embedded default generator) or "
+    "`data.source: local` with `data.local.path` pointing at an ImageFolder (images + "
+    "metadata.csv) or a folder of parquet files already downloaded from the hub."
+)
+
+
+class SourceError(RuntimeError):
+    """A source could not be read: unreachable hub, missing folder, bad table."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The column names every stage agrees on, taken from the shared params keys."""
+
+    image: str
+    labels: tuple[str, ...]
+    clinical: tuple[str, ...]
+    patient: str
+    eye: str | None
+
+    @classmethod
+    def from_params(cls, params: Params) -> Columns:
+        return cls(
+            params.image_column,
+            tuple(params.labels),
+            tuple(params.clinical),
+            params.patient_column,
+            params.eye_column,
+        )
+
+    def features(self) -> Features:
+        return olives_features(self.labels, self.clinical, self.image, self.patient, self.eye)
+
+    def is_labelled(self, row: dict[str, Any]) -> bool:
+        """A row is labelled when none of its label cells is null."""
+        return all(row.get(name) is not None and not pd.isna(row[name]) for name in self.labels)
+
+
+def download(params: Params) -> dict[str, Any]:
+    """Fetch `params.data.source` into `params.data.raw_dir`; return per-split counts."""
+    cfg = params.data
+    cols = Columns.from_params(params)
+    raw_dir = reset_dir(Path(cfg.raw_dir))
+    start = time.perf_counter()
+    if cfg.source == "synthetic":
+        from olives.data import synthetic
+
+        synthetic.generate(
+            cfg.synthetic, raw_dir, seed=params.seed, include_unlabeled=cfg.include_unlabeled
+        )
+    elif cfg.source == "huggingface":
+        write_splits(
+            huggingface_rows(cfg.huggingface, cols),
+            raw_dir,
+            cols,
+            cfg.include_unlabeled,
+            cfg.huggingface.shard_rows,
+        )
+    elif cfg.source == "local":
+        write_splits(
+            local_rows(Path(cfg.local.path), cols, cfg.local.split_column),
+            raw_dir,
+            cols,
+            cfg.include_unlabeled,
+            shard_rows=500,
+        )
+    else:  # pragma: no cover - the config's Literal already rejects it
+        raise SourceError(f"unknown data.source {cfg.source!r}")
+    info = describe_raw(raw_dir, cols)
+    info["source"] = cfg.source
+    info["seconds"] = round(time.perf_counter() - start, 2)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def write_splits(
+    rows: Iterable[tuple[str, dict[str, Any]]],
+    raw_dir: Path,
+    cols: Columns,
+    include_unlabeled: bool,
+    shard_rows: int,
+) -> dict[str, int]:
+    """Stream `(split, row)` pairs into one ShardWriter per split; unlabeled rows are dropped
+    unless `include_unlabeled` (rows not kept are not stored at all)."""
+    features = cols.features()
+    writers: dict[str, ShardWriter] = {}
+    dropped = 0
+    for split, row in rows:
+        if not include_unlabeled and not cols.is_labelled(row):
+            dropped += 1
+            continue
+        if split not in writers:
+            writers[split] = ShardWriter(raw_dir / split, features, shard_rows)
+        writers[split].write({name: row.get(name) for name in features})
+    for writer in writers.values():
+        writer.close()
+    if not writers:
+        raise SourceError("the source delivered no row to keep (all unlabeled?)")
+    return {split: w.rows_written for split, w in writers.items()} | {"dropped": dropped}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face
+# ---------------------------------------------------------------------------------------------
+
+
+def huggingface_rows(cfg: Any, cols: Columns) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Stream rows of each split from the hub (or a local folder in the hub's layout).
+
+    Streaming keeps memory bounded: the 15 GB config never sits in memory or in the
+    `datasets` cache. Images stay encoded (`decode=False`): preprocess decodes them once.
+    """
+    import datasets
+
+    for split in cfg.splits:
+        try:
+            stream = datasets.load_dataset(
+                cfg.repo_id, cfg.config, split=split, revision=cfg.revision, streaming=True
+            )
+        except ConnectionError as exc:
+            raise SourceError(
+                f"Couldn't reach '{cfg.repo_id}' on the Hugging Face hub ({exc}). " + OFFLINE_HINT
+            ) from exc
+        except (FileNotFoundError, ValueError) as exc:
+            raise SourceError(
+                f"data.huggingface: cannot load {cfg.repo_id!r} config "
+                f"{cfg.config!r} split {split!r}: {exc}"
+            ) from exc
+        check_schema(
+            stream.features.arrow_schema, cols.features(), f"{cfg.repo_id} [{cfg.config}/{split}]"
+        )
+        stream = stream.cast_column(cols.image, datasets.Image(decode=False))
+        for row in stream:
+            yield split, row
+
+
+# ---------------------------------------------------------------------------------------------
+# Local folders
+# ---------------------------------------------------------------------------------------------
+
+
+def local_rows(
+    path: Path, cols: Columns, split_column: str | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of an ImageFolder (`metadata.csv` + images) or of a folder of parquet files."""
+    if not path.is_dir():
+        raise SourceError(f"data.local.path: folder not found: {path}. " + OFFLINE_HINT)
+    metadata = path / "metadata.csv"
+    if metadata.is_file():
+        yield from imagefolder_rows(path, metadata, cols, split_column)
+        return
+    files = sorted(path.rglob("*.parquet"))
+    if not files:
+        raise SourceError(f"data.local.path: {path} holds neither metadata.csv nor *.parquet")
+    for file in files:
+        yield from parquet_rows(file, cols, split_column, path)
+
+
+def imagefolder_rows(
+    root: Path, metadata: Path, cols: Columns, split_column: str | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    table = pd.read_csv(metadata)
+    need = ["file_name", *cols.labels, *cols.clinical, cols.patient]
+    if split_column:
+        need.append(split_column)
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise SchemaError(f"{metadata}: missing column(s) {', '.join(map(repr, missing))}")
+    _check_numeric(table, [*cols.labels, *cols.clinical, cols.patient], metadata)
+    for i, rec in enumerate(table.to_dict("records")):
+        image_path = root / rec["file_name"]
+        try:
+            data = image_path.read_bytes()
+        except OSError:
+            # Kept as an empty image: preprocess reports it as corrupt, naming the file.
+            data = b""
+        row = {name: _float_or_none(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
+        row[cols.image] = {"bytes": data, "path": str(rec["file_name"])}
+        row[cols.patient] = int(rec[cols.patient])
+        if cols.eye:
+            row[cols.eye] = _float_or_none(rec.get(cols.eye))
+        split = str(rec[split_column]) if split_column else "train"
+        if split not in ("train", "test"):
+            raise SchemaError(
+                f"{metadata}: row {i + 2}: {split_column}={split!r} is not 'train' or 'test'"
+            )
+        yield split, row
+
+
+def parquet_rows(
+    file: Path, cols: Columns, split_column: str | None, root: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Parquet files: split from `split_column`, else from a `train/` or `test/` folder or
+    a `train-*`/`test-*` file name (the hub layout), else 'train'."""
+    reader = pq.ParquetFile(file)
+    check_schema(reader.schema_arrow, cols.features(), str(file))
+    split = _split_from_path(file.relative_to(root))
+    for batch in reader.iter_batches(batch_size=64):
+        for row in batch.to_pylist():
+            yield (str(row[split_column]) if split_column else split), row
+
+
+def _split_from_path(relative: Path) -> str:
+    for part in (*relative.parent.parts, relative.name):
+        for name in ("test", "train"):
+            if part == name or part.startswith(f"{name}-") or part.startswith(f"{name}_"):
+                return name
+    return "train"
+
+
+def _check_numeric(table: pd.DataFrame, columns: list[str], where: Path) -> None:
+    for name in columns:
+        values = pd.to_numeric(table[name], errors="coerce")
+        bad = values.isna() & table[name].notna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0]) + 2  # header is line 1
+            raise SchemaError(
+                f"{where}: column '{name}' line {row}: "
+                f"{table[name].iloc[row - 2]!r} is not a number"
+            )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data report
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_raw(raw_dir: Path, cols: Columns) -> dict[str, Any]:
+    """Rows, labelled rows, patients and eyes per split; flags a constant Patient_ID
+    (the hub's test split has one), since per-patient metrics need real patient IDs."""
+    report: dict[str, Any] = {"splits": {}}
+    for split_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir()):
+        # Never the image bytes: only the path field of the Image struct.
+        read = [f"{cols.image}.path", cols.patient, *cols.labels] + ([cols.eye] if cols.eye else [])
+        frames = []
+        for file in sorted(split_dir.glob("*.parquet")):
+            check_schema(pq.read_schema(file), cols.features(), str(file))
+            frames.append(pq.read_table(file, columns=read).to_pandas())
+        table = pd.concat(frames, ignore_index=True)
+        labelled = table[list(cols.labels)].notna().all(axis=1)
+        info = {
+            "rows": len(table),
+            "images": int(table["path"].nunique()),
+            "labelled_rows": int(labelled.sum()),
+            "unlabeled_rows": int((~labelled).sum()),
+            "patients": int(table[cols.patient].nunique()),
+            "eyes": int(table[cols.eye].nunique()) if cols.eye else None,
+            "prevalence": {
+                name: round(float(table.loc[labelled, name].mean()), 4) for name in cols.labels
+            }
+            if labelled.any()
+            else {},
+            "warnings": [],
+        }
+        if info["patients"] == 1 and len(table) > 1:
+            info["warnings"].append(
+                f"'{cols.patient}' is constant ({table[cols.patient].iloc[0]}) in split "
+                f"'{split_dir.name}': per-patient metrics and patient bootstrap are not "
+                "meaningful for it"
+            )
+        report["splits"][split_dir.name] = info
+    return report
