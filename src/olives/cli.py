@@ -67,15 +67,24 @@ def cmd_split(params: Params, args: argparse.Namespace) -> None:
         index, images, params.split, Columns.from_params(params), params.seed
     )
     write_outputs(Path(params.split.out_dir), index, stats, summary)
-    for name in ("train", "val", "test"):
-        part = summary.get(name, {})
-        log.info("%s: %s patients, %s rows", name, part.get("n_patients"), part.get("n_rows"))
+    for name, part in summary["splits"].items():
+        log.info("%s: %d patients, %d rows", name, part["n_patients"], part["n_rows"])
+
+
+def cmd_train(params: Params, args: argparse.Namespace) -> None:
+    from olives.train_stage import run_train
+
+    metrics = run_train(params)
+    if metrics:
+        log.info("best epoch %s: val macro AUROC %.4f, macro F1 %.4f", metrics["best_epoch"],
+                 metrics["val_macro_auroc"] or float("nan"), metrics["val_macro_f1"] or 0.0)
 
 
 COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = {
     "download": (cmd_download, "fetch the data source into data/raw (parquet, hub schema)"),
     "preprocess": (cmd_preprocess, "decode images once into the uint8 cache + index"),
     "split": (cmd_split, "patient-level train/val/test splits and train-only statistics"),
+    "train": (cmd_train, "fit the model on the cache; log the run to MLflow"),
 }
 
 

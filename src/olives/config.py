@@ -150,6 +150,8 @@ class TrainConfig:
     channels_last: bool = True
     num_threads: int = 0
     progress: bool = True
+    resume: bool = True
+    checkpoint_dir: str = "checkpoints"
     model_dir: str = "models"
     report_dir: str = "reports/train"
     augment: AugmentConfig = field(default_factory=AugmentConfig)

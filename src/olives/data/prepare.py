@@ -124,7 +124,7 @@ def clinical_features(index: pd.DataFrame, clinical: tuple[str, ...]) -> np.ndar
     columns = [f"{c}_z" for c in clinical] + [f"{c}_missing" for c in clinical]
     if not columns:
         return np.zeros((len(index), 0), dtype=np.float32)
-    return index[columns].to_numpy(dtype=np.float32)
+    return np.array(index[columns], dtype=np.float32)
 
 
 def write_outputs(out_dir: Path, index: pd.DataFrame, stats: dict, summary: dict) -> None:

@@ -1,0 +1,154 @@
+"""MLflow: where runs go, checking the server is there, and logging that never loses work.
+
+Default store: `sqlite:///<project root>/mlflow.db` (MLflow 3 deprecated the `./mlruns` file
+store). The root is `DVC_ROOT` when set, because `dvc exp run --temp/--queue` runs stages in a
+throw-away copy under `.dvc/tmp/exps/` and a database there would vanish with it. The
+`MLFLOW_TRACKING_URI` environment variable, then `tracking.tracking_uri`, override the default.
+
+Every stage writes its results to local files first (DVC outputs); MLflow gets copies. If the
+tracking server fails mid-run, the `Tracker` warns once and carries on, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from olives.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking server cannot be reached; raised before any training starts."""
+
+
+def project_root() -> Path:
+    """`DVC_ROOT` (set by DVC, also in temp experiment copies), else the git top level."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, check=True, timeout=10).stdout.strip()
+        return Path(top)
+    except (OSError, subprocess.SubprocessError):
+        return Path.cwd().resolve()
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when a server is not there."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+                if reply.status != 200:
+                    raise TrackingUnavailableError(f"{uri}/health answered {reply.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {uri} is unreachable ({exc}). Start it, point "
+                "MLFLOW_TRACKING_URI elsewhere, or set tracking.enabled: false") from exc
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10, cwd=project_root()).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dvc_hash(path: str) -> str | None:
+    """The md5 DVC recorded for an output in dvc.lock (the cache the run trained on)."""
+    lock = project_root() / "dvc.lock"
+    if not lock.is_file():
+        return None
+    import yaml
+
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") == path:
+                return out.get("md5")
+    return None
+
+
+class Tracker:
+    """A thin, failure-tolerant wrapper around one MLflow run (main process only)."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.enabled
+        self.uri = resolve_tracking_uri(cfg) if cfg.enabled else None
+        self.run_id: str | None = None
+        self._failed = False
+
+    def check(self) -> None:
+        if self.enabled and self.uri:
+            check_reachable(self.uri)
+
+    @contextmanager
+    def run(self, run_name: str | None = None, run_id: str | None = None,
+            tags: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
+        """Start (or resume, with `run_id`) a run; end it even on errors."""
+        if not self.enabled:
+            yield self
+            return
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        if run_id is None:
+            mlflow.set_experiment(self.cfg.experiment)
+        with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
+            self.run_id = active.info.run_id
+            if tags:
+                self._call("set_tags", {k: str(v) for k, v in tags.items() if v is not None})
+            yield self
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        # MLflow caps a param value at 6000 characters and rejects None.
+        clean = {k: str(v)[:6000] for k, v in params.items()}
+        self._call("log_params", clean)
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+        clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if v is not None}
+        self._call("log_metrics", clean, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if Path(path).exists():
+            self._call("log_artifact", str(path), artifact_path=artifact_path)
+
+    def log_model(self, model: Any, name: str, **kwargs: Any) -> None:
+        if self.enabled and not self._failed:
+            import mlflow.pytorch
+
+            self._guard(lambda: mlflow.pytorch.log_model(model, name=name, **kwargs))
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self.enabled and not self._failed and self.run_id:
+            import mlflow
+
+            self._guard(lambda: getattr(mlflow, method)(*args, **kwargs))
+
+    def _guard(self, fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a tracking failure must never cost the run's results
+            self._failed = True
+            log.warning("MLflow logging failed (%s); results are still in the local outputs, "
+                        "further MLflow calls in this run are skipped", exc)
