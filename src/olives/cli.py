@@ -80,11 +80,26 @@ def cmd_train(params: Params, args: argparse.Namespace) -> None:
                  metrics["val_macro_auroc"] or float("nan"), metrics["val_macro_f1"] or 0.0)
 
 
+def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
+    from olives.evaluate_stage import run_evaluate
+
+    metrics = run_evaluate(params)
+    macro = metrics["macro"]
+    log.info("test: macro AUROC %s, macro F1 %s, VIP phase-1 %s, phase-2 %s",
+             _fmt(macro.get("auroc")), _fmt(macro.get("f1")), _fmt(metrics.get("vip_phase1")),
+             _fmt(metrics.get("vip_phase2")))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = {
     "download": (cmd_download, "fetch the data source into data/raw (parquet, hub schema)"),
     "preprocess": (cmd_preprocess, "decode images once into the uint8 cache + index"),
     "split": (cmd_split, "patient-level train/val/test splits and train-only statistics"),
     "train": (cmd_train, "fit the model on the cache; log the run to MLflow"),
+    "evaluate": (cmd_evaluate, "test-split predictions, metrics with CIs, ROC/PR curves"),
 }
 
 

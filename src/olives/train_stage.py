@@ -79,7 +79,7 @@ def write_outputs(params: Params, result: TrainResult, data: dict[str, SplitData
     pd.DataFrame(history).to_csv(report_dir / "history.csv", index=False)
     (report_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n")
     per_label = result.val_metrics["per_label"]
-    per_label.to_csv(report_dir / "val_per_label.csv", index=False)
+    per_label.to_csv(report_dir / "val_per_label.csv")
     best = next(h for h in history if h["epoch"] == result.state.best_epoch) \
         if result.state.best_epoch >= 0 else history[-1]
     metrics = {"best_epoch": result.state.best_epoch, "epochs_run": len(history),

@@ -35,3 +35,24 @@ def learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_score.set(xlabel="epoch", ylim=(0, 1), title="Validation")
     ax_score.legend()
     return save(fig, path)
+
+
+def curve_grid(curves: dict[str, Any], x: str, y: str, title: str, path: Path,
+               diagonal: bool = False, marker: str = "") -> Path:
+    """One small panel per biomarker (a DataFrame with columns x, y each)."""
+    names = list(curves) or ["(none)"]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        table = curves.get(name)
+        if table is not None:
+            ax.plot(table[x], table[y], marker=marker or None, lw=1.5)
+        else:
+            ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center")
+        if diagonal:
+            ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.set(title=f"{title} {name}", xlabel=x, ylabel=y, xlim=(0, 1), ylim=(0, 1.02))
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    return save(fig, path)

