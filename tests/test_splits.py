@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,11 +191,8 @@ def real_rows(shared_dir: Path) -> pd.DataFrame:
 def test_real_labels_balanced_single_and_five_fold(shared_dir: Path) -> None:
     rows = real_rows(shared_dir)
     labels = list(REAL_LABELS)
-    start = time.perf_counter()
     single = assign_splits(rows, labels, SplitConfig(), seed=42)
-    single_s = time.perf_counter() - start
     folds = [assign_splits(rows, labels, SplitConfig(n_folds=5, fold=f), 42) for f in range(5)]
-    total_s = time.perf_counter() - start
     for name, splits in [("single", single)] + [(f"fold{f}", s) for f, s in enumerate(folds)]:
         check_no_leak(splits, rows["Patient_ID"])
         patients = [set(rows.loc[splits == s, "Patient_ID"]) for s in ("train", "val", "test")]
@@ -211,7 +207,6 @@ def test_real_labels_balanced_single_and_five_fold(shared_dir: Path) -> None:
         assert max(deviation.values()) <= 0.05, name
     val_sets = [set(rows.loc[s == "val", "Patient_ID"]) for s in folds]
     assert sum(len(v) for v in val_sets) == len(set().union(*val_sets))
-    print(f"runtime: single split {single_s:.3f}s, single + 5 folds {total_s:.3f}s")
 
 
 # ---------------------------------------------------------------------------------------------
