@@ -76,8 +76,12 @@ def cmd_train(params: Params, args: argparse.Namespace) -> None:
 
     metrics = run_train(params)
     if metrics:
-        log.info("best epoch %s: val macro AUROC %.4f, macro F1 %.4f", metrics["best_epoch"],
-                 metrics["val_macro_auroc"] or float("nan"), metrics["val_macro_f1"] or 0.0)
+        log.info(
+            "best epoch %s: val macro AUROC %.4f, macro F1 %.4f",
+            metrics["best_epoch"],
+            metrics["val_macro_auroc"] or float("nan"),
+            metrics["val_macro_f1"] or 0.0,
+        )
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
@@ -85,9 +89,13 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
 
     metrics = run_evaluate(params)
     macro = metrics["macro"]
-    log.info("test: macro AUROC %s, macro F1 %s, VIP phase-1 %s, phase-2 %s",
-             _fmt(macro.get("auroc")), _fmt(macro.get("f1")), _fmt(metrics.get("vip_phase1")),
-             _fmt(metrics.get("vip_phase2")))
+    log.info(
+        "test: macro AUROC %s, macro F1 %s, VIP phase-1 %s, phase-2 %s",
+        _fmt(macro.get("auroc")),
+        _fmt(macro.get("f1")),
+        _fmt(metrics.get("vip_phase1")),
+        _fmt(metrics.get("vip_phase2")),
+    )
 
 
 def _fmt(value: float | None) -> str:

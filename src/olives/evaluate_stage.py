@@ -45,19 +45,36 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     runtime = Runtime.from_env()
     model, bundle = load_trained(Path(params.train.model_dir) / "model.pt", runtime.device)
     labels = tuple(bundle["labels"])
-    test = load_splits(Path(params.preprocess.cache_dir), Path(params.split.out_dir), labels,
-                       tuple(bundle["clinical"]), names=("test",))["test"]
+    test = load_splits(
+        Path(params.preprocess.cache_dir),
+        Path(params.split.out_dir),
+        labels,
+        tuple(bundle["clinical"]),
+        names=("test",),
+    )["test"]
     if len(test) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
     probs = predict(model, test, params.train.batch_size, runtime, params.train.amp)
     thresholds = np.array([bundle["thresholds"][name] for name in labels])
     patients = test.frame[params.patient_column].to_numpy()
-    metrics = evaluate_predictions(test.labels, probs, thresholds, patients, labels,
-                                   n_boot=params.evaluate.bootstrap, ci=params.evaluate.ci,
-                                   seed=params.seed)
-    metrics["context"] = {"data_source": params.data.source, "split": "test",
-                          "backbone": params.model.backbone, "fusion": params.model.fusion,
-                          "loss": params.loss.name, "seed": params.seed}
+    metrics = evaluate_predictions(
+        test.labels,
+        probs,
+        thresholds,
+        patients,
+        labels,
+        n_boot=params.evaluate.bootstrap,
+        ci=params.evaluate.ci,
+        seed=params.seed,
+    )
+    metrics["context"] = {
+        "data_source": params.data.source,
+        "split": "test",
+        "backbone": params.model.backbone,
+        "fusion": params.model.fusion,
+        "loss": params.loss.name,
+        "seed": params.seed,
+    }
     out = Path(params.evaluate.out_dir)
     write_predictions(out, test, probs, thresholds, labels, params)
     write_curves(out, test.labels, probs, labels)
@@ -66,12 +83,24 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     return metrics
 
 
-def write_predictions(out: Path, data: SplitData, probs: np.ndarray, thresholds: np.ndarray,
-                      labels: tuple[str, ...], params: Params) -> pd.DataFrame:
+def write_predictions(
+    out: Path,
+    data: SplitData,
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    labels: tuple[str, ...],
+    params: Params,
+) -> pd.DataFrame:
     frame = data.frame
-    table = pd.DataFrame({"image_id": frame["image_id"], "path": frame["path"],
-                          params.patient_column: frame[params.patient_column],
-                          "eye": frame["eye"], "row": frame["row"]})
+    table = pd.DataFrame(
+        {
+            "image_id": frame["image_id"],
+            "path": frame["path"],
+            params.patient_column: frame[params.patient_column],
+            "eye": frame["eye"],
+            "row": frame["row"],
+        }
+    )
     decisions = (probs >= thresholds).astype(np.int8)
     for j, name in enumerate(labels):
         table[name] = data.labels[:, j].astype(np.int8)
@@ -86,8 +115,7 @@ def write_predictions(out: Path, data: SplitData, probs: np.ndarray, thresholds:
     return table
 
 
-def write_curves(out: Path, y_true: np.ndarray, probs: np.ndarray,
-                 labels: tuple[str, ...]) -> None:
+def write_curves(out: Path, y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> None:
     """Per-biomarker ROC, PR and reliability points: DVC plots (CSV) and PNG grids.
     A biomarker with a single class in the test split has no curve (and says so)."""
     curves: dict[str, dict[str, pd.DataFrame]] = {"roc": {}, "pr": {}, "calibration": {}}
@@ -99,19 +127,27 @@ def write_curves(out: Path, y_true: np.ndarray, probs: np.ndarray,
             curves["roc"][name] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
             curves["pr"][name] = pd.DataFrame({"recall": recall, "precision": precision})
         frac_pos, mean_pred = calibration_curve(t, p, n_bins=10, strategy="uniform")
-        curves["calibration"][name] = pd.DataFrame({"mean_predicted": mean_pred,
-                                                    "fraction_positive": frac_pos})
+        curves["calibration"][name] = pd.DataFrame(
+            {"mean_predicted": mean_pred, "fraction_positive": frac_pos}
+        )
     for kind, per_label in curves.items():
         folder = out / "plots" / kind
         folder.mkdir(parents=True, exist_ok=True)
         for name, table in per_label.items():
             table.round(6).to_csv(folder / f"{name}.csv", index=False)
     figures.curve_grid(curves["roc"], "fpr", "tpr", "ROC", out / "figures/roc.png", diagonal=True)
-    figures.curve_grid(curves["pr"], "recall", "precision", "Precision-recall",
-                       out / "figures/pr.png")
-    figures.curve_grid(curves["calibration"], "mean_predicted", "fraction_positive",
-                       "Reliability", out / "figures/reliability.png", diagonal=True,
-                       marker="o")
+    figures.curve_grid(
+        curves["pr"], "recall", "precision", "Precision-recall", out / "figures/pr.png"
+    )
+    figures.curve_grid(
+        curves["calibration"],
+        "mean_predicted",
+        "fraction_positive",
+        "Reliability",
+        out / "figures/reliability.png",
+        diagonal=True,
+        marker="o",
+    )
 
 
 def log_to_training_run(params: Params, metrics: dict[str, Any], out: Path) -> None:

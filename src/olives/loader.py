@@ -35,9 +35,13 @@ class SplitData:
         return len(self.rows)
 
 
-def load_splits(cache_dir: Path, split_dir: Path, labels: tuple[str, ...],
-                clinical: tuple[str, ...], names: tuple[str, ...] = ("train", "val", "test"),
-                ) -> dict[str, SplitData]:
+def load_splits(
+    cache_dir: Path,
+    split_dir: Path,
+    labels: tuple[str, ...],
+    clinical: tuple[str, ...],
+    names: tuple[str, ...] = ("train", "val", "test"),
+) -> dict[str, SplitData]:
     images, _ = open_cache(cache_dir)
     index = pd.read_parquet(Path(split_dir) / "index.parquet")
     out = {}
@@ -62,9 +66,12 @@ class Batch:
 
     def to(self, device: torch.device, channels_last: bool = False) -> Batch:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        return Batch(self.images.to(device, non_blocking=True, memory_format=fmt),
-                     self.clinical.to(device, non_blocking=True),
-                     self.labels.to(device, non_blocking=True), self.positions)
+        return Batch(
+            self.images.to(device, non_blocking=True, memory_format=fmt),
+            self.clinical.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+            self.positions,
+        )
 
 
 def gather(data: SplitData, positions: np.ndarray) -> Batch:
@@ -74,22 +81,32 @@ def gather(data: SplitData, positions: np.ndarray) -> Batch:
     block = np.empty((len(rows), *data.images.shape[1:]), dtype=np.uint8)
     block[order] = data.images[rows[order]]
     images = torch.from_numpy(block).unsqueeze(1).float().div_(255.0)
-    return Batch(images, torch.from_numpy(data.clinical[positions]),
-                 torch.from_numpy(data.labels[positions]), positions)
+    return Batch(
+        images,
+        torch.from_numpy(data.clinical[positions]),
+        torch.from_numpy(data.labels[positions]),
+        positions,
+    )
 
 
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int = 0,
-                world_size: int = 1) -> np.ndarray:
+def epoch_order(
+    n: int, seed: int, epoch: int, shuffle: bool, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
     """A permutation that depends only on (seed, epoch): resuming reproduces it exactly."""
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     return order[rank::world_size]
 
 
-def batches(data: SplitData, batch_size: int, order: np.ndarray, drop_last: bool = False,
-            prefetch: bool = True) -> Iterator[Batch]:
+def batches(
+    data: SplitData,
+    batch_size: int,
+    order: np.ndarray,
+    drop_last: bool = False,
+    prefetch: bool = True,
+) -> Iterator[Batch]:
     """Yield batches in `order`, gathering the next one in a background thread."""
     stops = range(0, len(order), batch_size)
-    chunks = [order[s:s + batch_size] for s in stops]
+    chunks = [order[s : s + batch_size] for s in stops]
     if drop_last and chunks and len(chunks[-1]) < batch_size and len(chunks) > 1:
         chunks = chunks[:-1]
     if not prefetch:

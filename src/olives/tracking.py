@@ -35,8 +35,13 @@ def project_root() -> Path:
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
         return Path(top)
     except (OSError, subprocess.SubprocessError):
         return Path.cwd().resolve()
@@ -60,15 +65,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingUnavailableError(
                 f"MLflow tracking server {uri} is unreachable ({exc}). Start it, point "
-                "MLFLOW_TRACKING_URI elsewhere, or set tracking.enabled: false") from exc
+                "MLFLOW_TRACKING_URI elsewhere, or set tracking.enabled: false"
+            ) from exc
     elif uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10, cwd=project_root()).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=project_root(),
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -103,8 +115,12 @@ class Tracker:
             check_reachable(self.uri)
 
     @contextmanager
-    def run(self, run_name: str | None = None, run_id: str | None = None,
-            tags: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
+    def run(
+        self,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Iterator[Tracker]:
         """Start (or resume, with `run_id`) a run; end it even on errors."""
         if not self.enabled:
             yield self
@@ -150,5 +166,8 @@ class Tracker:
             fn()
         except Exception as exc:  # a tracking failure must never cost the run's results
             self._failed = True
-            log.warning("MLflow logging failed (%s); results are still in the local outputs, "
-                        "further MLflow calls in this run are skipped", exc)
+            log.warning(
+                "MLflow logging failed (%s); results are still in the local outputs, "
+                "further MLflow calls in this run are skipped",
+                exc,
+            )

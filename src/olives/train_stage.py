@@ -29,23 +29,37 @@ log = logging.getLogger(__name__)
 def run_train(params: Params) -> dict[str, Any]:
     runtime = Runtime.from_env()
     cfg = params.train
-    tracker = Tracker(params.tracking if runtime.is_main else
-                      type(params.tracking)(enabled=False))
+    tracker = Tracker(params.tracking if runtime.is_main else type(params.tracking)(enabled=False))
     tracker.check()  # an unreachable server fails here, before any training
-    data = load_splits(Path(params.preprocess.cache_dir), Path(params.split.out_dir),
-                       params.labels, params.clinical, names=("train", "val"))
+    data = load_splits(
+        Path(params.preprocess.cache_dir),
+        Path(params.split.out_dir),
+        params.labels,
+        params.clinical,
+        names=("train", "val"),
+    )
     stats = json.loads((Path(params.split.out_dir) / "stats.json").read_text())
     checkpoint = Path(cfg.checkpoint_dir) / "last.pt" if cfg.resume else None
-    tags = {"git_commit": git_commit(), "data_source": params.data.source,
-            "cache_md5": dvc_hash(params.preprocess.cache_dir),
-            "split_md5": dvc_hash(f"{params.split.out_dir}/index.parquet"),
-            "backbone": params.model.backbone, "fusion": params.model.fusion,
-            "loss": params.loss.name}
-    with tracker.run(run_name=f"{params.model.fusion}-{params.loss.name}-s{params.seed}",
-                     tags=tags):
+    tags = {
+        "git_commit": git_commit(),
+        "data_source": params.data.source,
+        "cache_md5": dvc_hash(params.preprocess.cache_dir),
+        "split_md5": dvc_hash(f"{params.split.out_dir}/index.parquet"),
+        "backbone": params.model.backbone,
+        "fusion": params.model.fusion,
+        "loss": params.loss.name,
+    }
+    with tracker.run(
+        run_name=f"{params.model.fusion}-{params.loss.name}-s{params.seed}", tags=tags
+    ):
         tracker.log_params(flatten(params))
-        result = fit(params, data, runtime, checkpoint,
-                     on_epoch=lambda rec: tracker.log_metrics(rec, step=rec["epoch"]))
+        result = fit(
+            params,
+            data,
+            runtime,
+            checkpoint,
+            on_epoch=lambda rec: tracker.log_metrics(rec, step=rec["epoch"]),
+        )
         if not runtime.is_main:
             return {}
         summary = write_outputs(params, result, data, stats, tracker.run_id)
@@ -55,8 +69,13 @@ def run_train(params: Params) -> dict[str, Any]:
     return summary
 
 
-def write_outputs(params: Params, result: TrainResult, data: dict[str, SplitData],
-                  stats: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+def write_outputs(
+    params: Params,
+    result: TrainResult,
+    data: dict[str, SplitData],
+    stats: dict[str, Any],
+    run_id: str | None,
+) -> dict[str, Any]:
     """Local files first: a tracking failure can never lose them."""
     model_dir, report_dir = Path(params.train.model_dir), Path(params.train.report_dir)
     for folder in (model_dir, report_dir):
@@ -64,28 +83,36 @@ def write_outputs(params: Params, result: TrainResult, data: dict[str, SplitData
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
     thresholds = {name: float(t) for name, t in zip(params.labels, result.thresholds)}
-    torch.save({
-        "state_dict": result.model.state_dict(),
-        "description": result.model.describe(),
-        "labels": list(params.labels),
-        "clinical": list(params.clinical),
-        "thresholds": thresholds,
-        "stats": stats,
-        "image_size": list(data["train"].images.shape[1:]),
-        "params": to_dict(params),
-        "best_epoch": result.state.best_epoch,
-    }, model_dir / "model.pt")
+    torch.save(
+        {
+            "state_dict": result.model.state_dict(),
+            "description": result.model.describe(),
+            "labels": list(params.labels),
+            "clinical": list(params.clinical),
+            "thresholds": thresholds,
+            "stats": stats,
+            "image_size": list(data["train"].images.shape[1:]),
+            "params": to_dict(params),
+            "best_epoch": result.state.best_epoch,
+        },
+        model_dir / "model.pt",
+    )
     history = [{k: v for k, v in h.items()} for h in result.state.history]
     pd.DataFrame(history).to_csv(report_dir / "history.csv", index=False)
     (report_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n")
     per_label = result.val_metrics["per_label"]
     per_label.to_csv(report_dir / "val_per_label.csv")
-    best = next(h for h in history if h["epoch"] == result.state.best_epoch) \
-        if result.state.best_epoch >= 0 else history[-1]
-    metrics = {"best_epoch": result.state.best_epoch, "epochs_run": len(history),
-               **{k: best.get(k) for k in ("val_loss", "val_macro_auroc", "val_macro_f1")},
-               "train_images_per_second": float(np.mean([h["images_per_second"]
-                                                         for h in history]))}
+    best = (
+        next(h for h in history if h["epoch"] == result.state.best_epoch)
+        if result.state.best_epoch >= 0
+        else history[-1]
+    )
+    metrics = {
+        "best_epoch": result.state.best_epoch,
+        "epochs_run": len(history),
+        **{k: best.get(k) for k in ("val_loss", "val_macro_auroc", "val_macro_f1")},
+        "train_images_per_second": float(np.mean([h["images_per_second"] for h in history])),
+    }
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (report_dir / "params.json").write_text(json.dumps(to_dict(params), indent=2) + "\n")
     (report_dir / "mlflow_run.json").write_text(json.dumps({"run_id": run_id}) + "\n")
@@ -93,13 +120,20 @@ def write_outputs(params: Params, result: TrainResult, data: dict[str, SplitData
     return metrics
 
 
-def log_to_mlflow(tracker: Tracker, params: Params, result: TrainResult,
-                  data: dict[str, SplitData]) -> None:
+def log_to_mlflow(
+    tracker: Tracker, params: Params, result: TrainResult, data: dict[str, SplitData]
+) -> None:
     report_dir = Path(params.train.report_dir)
-    tracker.log_metrics({f"best_{k}": v for k, v in
-                         json.loads((report_dir / "metrics.json").read_text()).items()})
-    for name in ("params.json", "thresholds.json", "val_per_label.csv", "history.csv",
-                 "learning_curves.png"):
+    tracker.log_metrics(
+        {f"best_{k}": v for k, v in json.loads((report_dir / "metrics.json").read_text()).items()}
+    )
+    for name in (
+        "params.json",
+        "thresholds.json",
+        "val_per_label.csv",
+        "history.csv",
+        "learning_curves.png",
+    ):
         tracker.log_artifact(report_dir / name, "train")
     tracker.log_artifact(Path(params.split.out_dir) / "splits.json", "data")
     tracker.log_artifact(Path("data/raw_report.json"), "data")
@@ -110,8 +144,9 @@ def log_to_mlflow(tracker: Tracker, params: Params, result: TrainResult,
             output = serving(torch.from_numpy(example)).numpy()
         from mlflow.models import infer_signature
 
-        tracker.log_model(serving, "model", signature=infer_signature(example, output),
-                          input_example=example)
+        tracker.log_model(
+            serving, "model", signature=infer_signature(example, output), input_example=example
+        )
 
 
 class ServingModel(torch.nn.Module):

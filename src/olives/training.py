@@ -91,8 +91,13 @@ class TrainResult:
 EpochHook = Callable[[dict[str, Any]], None]
 
 
-def fit(params: Params, data: dict[str, SplitData], runtime: Runtime,
-        checkpoint: Path | None = None, on_epoch: EpochHook | None = None) -> TrainResult:
+def fit(
+    params: Params,
+    data: dict[str, SplitData],
+    runtime: Runtime,
+    checkpoint: Path | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
     """Train on `data['train']`, select on `data['val']`; resume from `checkpoint` if valid."""
     cfg = params.train
     configure_torch(params.seed, cfg.num_threads, runtime)
@@ -116,8 +121,19 @@ def fit(params: Params, data: dict[str, SplitData], runtime: Runtime,
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16(cfg.amp, runtime))
     while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
         epoch = state.epoch
-        train_stats = train_epoch(model, loss_fn, optimizer, scheduler, scaler, augment,
-                                  data["train"], params, runtime, epoch, steps_per_epoch)
+        train_stats = train_epoch(
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+            scaler,
+            augment,
+            data["train"],
+            params,
+            runtime,
+            epoch,
+            steps_per_epoch,
+        )
         val = validate(model, loss_fn, data["val"], params, runtime)
         record = {"epoch": epoch, **train_stats, **val["summary"]}
         update_state(state, record, model, cfg.monitor)
@@ -131,8 +147,9 @@ def fit(params: Params, data: dict[str, SplitData], runtime: Runtime,
     val = validate(model, loss_fn, data["val"], params, runtime)
     thresholds = tune_thresholds(data["val"].labels, val["probs"])
     val_table = per_label_metrics(data["val"].labels, val["probs"], thresholds, params.labels)
-    return TrainResult(model, thresholds, state,
-                       {"summary": val["summary"], "per_label": val_table})
+    return TrainResult(
+        model, thresholds, state, {"summary": val["summary"], "per_label": val_table}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,15 +175,22 @@ def autocast(amp: bool, runtime: Runtime) -> torch.autocast:
     return torch.autocast(runtime.device.type, dtype=dtype, enabled=amp and runtime.cuda)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, params: Params,
-                   steps_per_epoch: int) -> CosineLRScheduler:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, params: Params, steps_per_epoch: int
+) -> CosineLRScheduler:
     """Linear warm-up then cosine decay, stepped per update (timm's scheduler)."""
     cfg = params.train
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    return CosineLRScheduler(optimizer, t_initial=total, lr_min=cfg.lr * cfg.min_lr_ratio,
-                             warmup_t=warmup, warmup_lr_init=cfg.lr * 0.01,
-                             warmup_prefix=True, t_in_epochs=False)
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=total,
+        lr_min=cfg.lr * cfg.min_lr_ratio,
+        warmup_t=warmup,
+        warmup_lr_init=cfg.lr * 0.01,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
 
 
 def run_fingerprint(params: Params, data: dict[str, SplitData]) -> str:
@@ -177,9 +201,15 @@ def run_fingerprint(params: Params, data: dict[str, SplitData]) -> str:
     return digest.hexdigest()
 
 
-def check_initial_loss(model: torch.nn.Module, loss_fn: torch.nn.Module, data: SplitData,
-                       params: Params, prevalence: np.ndarray, runtime: Runtime,
-                       max_batches: int = 4) -> float:
+def check_initial_loss(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    data: SplitData,
+    params: Params,
+    prevalence: np.ndarray,
+    runtime: Runtime,
+    max_batches: int = 4,
+) -> float:
     """Karpathy's check: with the head bias at logit(prevalence), the first loss must be close
     to its analytic value; a large gap means a wiring bug (labels, normalisation, loss)."""
     expected = expected_initial_loss(params.loss, prevalence)
@@ -195,7 +225,8 @@ def check_initial_loss(model: torch.nn.Module, loss_fn: torch.nn.Module, data: S
     if abs(observed - expected) > 0.25 * expected + 0.02:
         raise InitialLossError(
             f"initial loss {observed:.4f} is far from its expected {expected:.4f}; check the "
-            "labels and the input normalisation (disable with train.check_initial_loss: false)")
+            "labels and the input normalisation (disable with train.check_initial_loss: false)"
+        )
     log.info("initial loss %.4f (expected %.4f)", observed, expected)
     return observed
 
@@ -205,11 +236,19 @@ def check_initial_loss(model: torch.nn.Module, loss_fn: torch.nn.Module, data: S
 # ---------------------------------------------------------------------------------------------
 
 
-def train_epoch(model: torch.nn.Module, loss_fn: torch.nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: CosineLRScheduler,
-                scaler: torch.amp.GradScaler, augment: BatchAugment, data: SplitData,
-                params: Params, runtime: Runtime, epoch: int, steps_per_epoch: int,
-                ) -> dict[str, float]:
+def train_epoch(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: CosineLRScheduler,
+    scaler: torch.amp.GradScaler,
+    augment: BatchAugment,
+    data: SplitData,
+    params: Params,
+    runtime: Runtime,
+    epoch: int,
+    steps_per_epoch: int,
+) -> dict[str, float]:
     cfg = params.train
     model.train()
     epoch_seed = params.seed * 100_003 + epoch
@@ -217,8 +256,12 @@ def train_epoch(model: torch.nn.Module, loss_fn: torch.nn.Module,
     generator = torch.Generator().manual_seed(epoch_seed)  # augmentation
     order = epoch_order(len(data), params.seed, epoch, True, runtime.rank, runtime.world_size)
     total_loss, seen, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False,
-               disable=not (cfg.progress and runtime.is_main))
+    bar = tqdm(
+        total=steps_per_epoch,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not (cfg.progress and runtime.is_main),
+    )
     for step, batch in enumerate(batches(data, cfg.batch_size, order, drop_last=True)):
         batch = batch.to(runtime.device, cfg.channels_last and runtime.cuda)
         images = augment(batch.images, generator)
@@ -234,17 +277,22 @@ def train_epoch(model: torch.nn.Module, loss_fn: torch.nn.Module,
         total_loss += loss.item() * len(batch.positions)
         seen += len(batch.positions)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}",
-                        img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        bar.set_postfix(
+            loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}"
+        )
     bar.close()
     seconds = time.perf_counter() - start
-    return {"train_loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
-            "images_per_second": seen / seconds if seconds > 0 else 0.0}
+    return {
+        "train_loss": total_loss / max(seen, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_second": seen / seconds if seconds > 0 else 0.0,
+    }
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: SplitData, batch_size: int, runtime: Runtime,
-            amp: bool = True) -> np.ndarray:
+def predict(
+    model: torch.nn.Module, data: SplitData, batch_size: int, runtime: Runtime, amp: bool = True
+) -> np.ndarray:
     """Sigmoid probabilities [N, L] in the split's row order."""
     model.eval()
     out = np.zeros((len(data), data.labels.shape[1]), dtype=np.float32)
@@ -256,25 +304,35 @@ def predict(model: torch.nn.Module, data: SplitData, batch_size: int, runtime: R
     return out
 
 
-def validate(model: torch.nn.Module, loss_fn: torch.nn.Module, data: SplitData,
-             params: Params, runtime: Runtime) -> dict[str, Any]:
+def validate(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    data: SplitData,
+    params: Params,
+    runtime: Runtime,
+) -> dict[str, Any]:
     probs = predict(model, data, params.train.batch_size, runtime, params.train.amp)
     eps = 1e-6
     logits = torch.logit(torch.from_numpy(probs).clamp(eps, 1 - eps))
     val_loss = float(loss_fn(logits, torch.from_numpy(data.labels)))
     table = per_label_metrics(data.labels, probs, np.full(len(params.labels), 0.5), params.labels)
-    summary = {"val_loss": val_loss,
-               "val_macro_auroc": _nanmean(table["auroc"]),
-               "val_macro_f1": _nanmean(table["f1_at_0.5"])}
-    summary |= {f"val_auroc_{name}": _none_if_nan(v) for name, v in zip(params.labels,
-                                                                         table["auroc"])}
-    summary |= {f"val_f1_{name}": _none_if_nan(v) for name, v in zip(params.labels,
-                                                                      table["f1_at_0.5"])}
+    summary = {
+        "val_loss": val_loss,
+        "val_macro_auroc": _nanmean(table["auroc"]),
+        "val_macro_f1": _nanmean(table["f1_at_0.5"]),
+    }
+    summary |= {
+        f"val_auroc_{name}": _none_if_nan(v) for name, v in zip(params.labels, table["auroc"])
+    }
+    summary |= {
+        f"val_f1_{name}": _none_if_nan(v) for name, v in zip(params.labels, table["f1_at_0.5"])
+    }
     return {"probs": probs, "summary": summary}
 
 
-def update_state(state: TrainState, record: dict[str, Any], model: torch.nn.Module,
-                 monitor: str) -> None:
+def update_state(
+    state: TrainState, record: dict[str, Any], model: torch.nn.Module, monitor: str
+) -> None:
     """Early-stopping bookkeeping; the best weights are kept in memory (and checkpoints)."""
     score = record[monitor]
     score = -score if monitor == "val_loss" else score
@@ -282,18 +340,28 @@ def update_state(state: TrainState, record: dict[str, Any], model: torch.nn.Modu
     state.history.append(record)
     if score > state.best_score:
         state.best_score, state.best_epoch, state.bad_epochs = score, record["epoch"], 0
-        state.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in
-                                            model.state_dict().items()})
+        state.best_weights = copy.deepcopy(
+            {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        )
     else:
         state.bad_epochs += 1
     state.epoch += 1
 
 
 def format_record(record: dict[str, Any]) -> str:
-    keys = ("epoch", "train_loss", "val_loss", "val_macro_auroc", "val_macro_f1",
-            "images_per_second")
-    return "  ".join(f"{k}={record[k]:.4g}" if isinstance(record[k], float) else
-                     f"{k}={record[k]}" for k in keys if k in record)
+    keys = (
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_macro_auroc",
+        "val_macro_f1",
+        "images_per_second",
+    )
+    return "  ".join(
+        f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
+        for k in keys
+        if k in record
+    )
 
 
 def _nanmean(values: Any) -> float | None:
@@ -302,8 +370,9 @@ def _nanmean(values: Any) -> float | None:
 
 
 def _none_if_nan(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(
-        value)
+    return (
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,21 +380,37 @@ def _none_if_nan(value: Any) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, fingerprint: str, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler: CosineLRScheduler,
-                    state: TrainState) -> None:
+def save_checkpoint(
+    path: Path,
+    fingerprint: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: CosineLRScheduler,
+    state: TrainState,
+) -> None:
     """Atomic write (tmp + rename): an interruption never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "state": state.__dict__}, tmp)
+    torch.save(
+        {
+            "fingerprint": fingerprint,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state.__dict__,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, fingerprint: str, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler: CosineLRScheduler,
-                    ) -> TrainState:
+def load_checkpoint(
+    path: Path,
+    fingerprint: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: CosineLRScheduler,
+) -> TrainState:
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if saved["fingerprint"] != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to other params or data", path)

@@ -30,15 +30,21 @@ def learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_loss.legend()
     for key, name in (("val_macro_auroc", "macro AUROC"), ("val_macro_f1", "macro F1 @0.5")):
         values = [h.get(key) for h in history]
-        ax_score.plot(epochs, [float("nan") if v is None else v for v in values], "o-",
-                      label=name)
+        ax_score.plot(epochs, [float("nan") if v is None else v for v in values], "o-", label=name)
     ax_score.set(xlabel="epoch", ylim=(0, 1), title="Validation")
     ax_score.legend()
     return save(fig, path)
 
 
-def curve_grid(curves: dict[str, Any], x: str, y: str, title: str, path: Path,
-               diagonal: bool = False, marker: str = "") -> Path:
+def curve_grid(
+    curves: dict[str, Any],
+    x: str,
+    y: str,
+    title: str,
+    path: Path,
+    diagonal: bool = False,
+    marker: str = "",
+) -> Path:
     """One small panel per biomarker (a DataFrame with columns x, y each)."""
     names = list(curves) or ["(none)"]
     cols = min(3, len(names))
@@ -53,6 +59,6 @@ def curve_grid(curves: dict[str, Any], x: str, y: str, title: str, path: Path,
         if diagonal:
             ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
         ax.set(title=f"{title} {name}", xlabel=x, ylabel=y, xlim=(0, 1), ylim=(0, 1.02))
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     return save(fig, path)
