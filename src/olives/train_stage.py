@@ -82,7 +82,7 @@ def write_outputs(
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    thresholds = {name: float(t) for name, t in zip(params.labels, result.thresholds)}
+    thresholds = {name: float(t) for name, t in zip(params.labels, result.thresholds, strict=True)}
     torch.save(
         {
             "state_dict": result.model.state_dict(),

@@ -321,12 +321,9 @@ def validate(
         "val_macro_auroc": _nanmean(table["auroc"]),
         "val_macro_f1": _nanmean(table["f1_at_0.5"]),
     }
-    summary |= {
-        f"val_auroc_{name}": _none_if_nan(v) for name, v in zip(params.labels, table["auroc"])
-    }
-    summary |= {
-        f"val_f1_{name}": _none_if_nan(v) for name, v in zip(params.labels, table["f1_at_0.5"])
-    }
+    for name, auroc, f1 in zip(params.labels, table["auroc"], table["f1_at_0.5"], strict=True):
+        summary[f"val_auroc_{name}"] = _none_if_nan(auroc)
+        summary[f"val_f1_{name}"] = _none_if_nan(f1)
     return {"probs": probs, "summary": summary}
 
 
