@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from olives.compare import DEFAULT_METRICS, DEFAULT_PARAMS
 from olives.config import ConfigError, Params, load_params
 
 log = logging.getLogger("olives")
@@ -102,12 +103,38 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def cmd_score(params: Params | None, args: argparse.Namespace) -> None:
+    from olives.scoring import score_files
+
+    print(score_files(Path(args.submission), Path(args.labels)).format())
+
+
+def cmd_compare(params: Params, args: argparse.Namespace) -> None:
+    from olives.compare import compare_runs, write_tables
+    from olives.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(params.tracking)
+    table = compare_runs(
+        uri,
+        args.experiment or params.tracking.experiment,
+        args.params_cols or DEFAULT_PARAMS,
+        args.metrics or DEFAULT_METRICS,
+        args.sort_by,
+        args.ascending,
+    )
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    for path in write_tables(table, Path(args.out)):
+        log.info("wrote %s", path)
+
+
 COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = {
     "download": (cmd_download, "fetch the data source into data/raw (parquet, hub schema)"),
     "preprocess": (cmd_preprocess, "decode images once into the uint8 cache + index"),
     "split": (cmd_split, "patient-level train/val/test splits and train-only statistics"),
     "train": (cmd_train, "fit the model on the cache; log the run to MLflow"),
     "evaluate": (cmd_evaluate, "test-split predictions, metrics with CIs, ROC/PR curves"),
+    "score": (cmd_score, "score a VIP Cup submission CSV against a label CSV (phase-1 F1)"),
+    "compare": (cmd_compare, "table of the experiment's MLflow runs: params vs metrics"),
 }
 
 
@@ -116,8 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    parsers = {name: sub.add_parser(name, help=text) for name, (_, text) in COMMANDS.items()}
+    parsers["score"].add_argument("submission", help="VIP Cup layout: path column, then B1..B6")
+    parsers["score"].add_argument("labels", help="the same layout with the true labels")
+    compare = parsers["compare"]
+    compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
+    compare.add_argument(
+        "--params",
+        dest="params_cols",
+        nargs="+",
+        metavar="NAME",
+        help=f"param columns (default: {' '.join(DEFAULT_PARAMS)})",
+    )
+    compare.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help=f"metric columns (default: {' '.join(DEFAULT_METRICS)})",
+    )
+    compare.add_argument("--sort-by", help="column to sort by (default: first metric)")
+    compare.add_argument("--ascending", action="store_true", help="smallest first")
+    compare.add_argument("--out", default="reports/compare", help="folder for .md and .csv")
     return parser
 
 
@@ -129,12 +175,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler, _ = COMMANDS[args.command]
     try:
-        params = load_params(args.params)
+        params = None if args.command == "score" else load_params(args.params)
         handler(params, args)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except user_errors() as exc:
+        if args.verbose:
+            raise
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 1
     return 0
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by inputs (data, files, servers): one clear line, no traceback
+    (`-v` shows it). Anything else is a bug and keeps its traceback."""
+    from olives.compare import CompareError
+    from olives.data.cache import TooManyCorruptError
+    from olives.data.decode import DecodeError
+    from olives.data.schema import SchemaError
+    from olives.data.sources import SourceError
+    from olives.data.splits import SplitError
+    from olives.scoring import ScoreError
+    from olives.tracking import TrackingUnavailableError
+    from olives.training import InitialLossError
+
+    return (
+        CompareError,
+        TooManyCorruptError,
+        DecodeError,
+        SchemaError,
+        SourceError,
+        SplitError,
+        ScoreError,
+        TrackingUnavailableError,
+        InitialLossError,
+        FileNotFoundError,
+    )
 
 
 if __name__ == "__main__":
