@@ -127,6 +127,26 @@ def cmd_compare(params: Params, args: argparse.Namespace) -> None:
         log.info("wrote %s", path)
 
 
+def cmd_ablate(params: Params, args: argparse.Namespace) -> None:
+    from olives.reporting.ablation import run_cell
+
+    metrics = run_cell(params, args.fusion, args.loss, args.seed)
+    log.info(
+        "%s/%s/seed %d: test macro AUROC %s",
+        args.fusion,
+        args.loss,
+        args.seed,
+        _fmt(metrics["macro"].get("auroc")),
+    )
+
+
+def cmd_paper(params: Params, args: argparse.Namespace) -> None:
+    from olives.reporting.ablation import write_ablation
+
+    out = Path(params.paper.out_dir)
+    log.info("wrote %s", write_ablation(out / "runs", out))
+
+
 COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = {
     "download": (cmd_download, "fetch the data source into data/raw (parquet, hub schema)"),
     "preprocess": (cmd_preprocess, "decode images once into the uint8 cache + index"),
@@ -135,6 +155,8 @@ COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = 
     "evaluate": (cmd_evaluate, "test-split predictions, metrics with CIs, ROC/PR curves"),
     "score": (cmd_score, "score a VIP Cup submission CSV against a label CSV (phase-1 F1)"),
     "compare": (cmd_compare, "table of the experiment's MLflow runs: params vs metrics"),
+    "ablate": (cmd_ablate, "train + evaluate one cell of the paper's ablation grid"),
+    "paper": (cmd_paper, "aggregate the ablation: mean ± std over seeds per cell"),
 }
 
 
@@ -146,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     parsers = {name: sub.add_parser(name, help=text) for name, (_, text) in COMMANDS.items()}
     parsers["score"].add_argument("submission", help="VIP Cup layout: path column, then B1..B6")
     parsers["score"].add_argument("labels", help="the same layout with the true labels")
+    ablate = parsers["ablate"]
+    ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
+    ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
+    ablate.add_argument("--seed", required=True, type=int)
     compare = parsers["compare"]
     compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
     compare.add_argument(

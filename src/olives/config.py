@@ -179,6 +179,17 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class PaperConfig:
+    """The ablation grid of `make paper` (paper/dvc.yaml): fusion x loss x seeds."""
+
+    fusions: tuple[str, ...] = ("image", "clinical", "concat")
+    losses: tuple[str, ...] = ("focal", "bce")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int | None = None
+    out_dir: str = "reports/paper"
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole `params.yaml`."""
 
@@ -197,6 +208,7 @@ class Params:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
 
 
 # ---------------------------------------------------------------------------------------------
