@@ -44,7 +44,7 @@ def setup(args: argparse.Namespace, runtime: Runtime):
 
 
 def pure_compute(args, runtime: Runtime) -> float:
-    params, model, optimizer, loss_fn = setup(args, runtime)
+    _, model, optimizer, loss_fn = setup(args, runtime)
     fmt = torch.channels_last if runtime.cuda else torch.contiguous_format
     images = torch.rand(args.batch, 1, args.size, args.size, device=runtime.device)
     images = images.contiguous(memory_format=fmt)

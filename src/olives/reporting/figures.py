@@ -62,3 +62,26 @@ def curve_grid(
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     return save(fig, path)
+
+
+def image_gallery(rows: dict[str, Sequence[tuple[Any, str]]], columns: int, title: str,
+                  path: Path) -> Path:
+    """A grid of images: one row per key (its name on the left), one (RGB or grey array,
+    caption) per panel; an empty row says 'none'."""
+    columns = max(1, columns)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns, 2.8 * len(rows)),
+                             squeeze=False)
+    for axes_row, (name, panels) in zip(axes, rows.items()):
+        for ax in axes_row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        for ax, (image, caption) in zip(axes_row, panels):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1 if image.dtype.kind == "f" else 255)
+            ax.set_title(caption, fontsize=7)
+        if not panels:
+            axes_row[0].text(0.5, 0.5, "none", ha="center", va="center")
+        axes_row[0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
