@@ -1,6 +1,6 @@
 """Patient-bootstrap cost at RECOVERY scale: 1000 resamples, 40 patients x 100 images x 6 labels.
 
-    python benchmarks/evaluate.py
+python benchmarks/evaluate.py
 """
 
 from __future__ import annotations

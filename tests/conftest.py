@@ -18,8 +18,9 @@ def shared_dir() -> Path:
     return SHARED
 
 
-def write_tiny_cache(root: Path, n_patients: int = 12, per_patient: int = 6, size: int = 32,
-                     seed: int = 0) -> Path:
+def write_tiny_cache(
+    root: Path, n_patients: int = 12, per_patient: int = 6, size: int = 32, seed: int = 0
+) -> Path:
     """A learnable toy cache + split under `root/data`: label j puts a bright square in
     region j of the image, BCVA/CST follow B5/B6. Returns `root`."""
     import numpy as np
@@ -37,19 +38,26 @@ def write_tiny_cache(root: Path, n_patients: int = 12, per_patient: int = 6, siz
     cell = size // 3
     for j in range(6):
         r, c = divmod(j, 3)
-        images[y[:, j] == 1, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] += 150
+        images[y[:, j] == 1, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] += 150
     cache = root / "data/cache"
     cache.mkdir(parents=True)
     np.save(cache / "images.npy", images)
     patients = np.repeat(np.arange(n_patients), per_patient)
-    index = pd.DataFrame({
-        "image_id": [f"train/{i}.png" for i in range(n)], "path": [f"{i}.png" for i in range(n)],
-        "source_split": "train", "row": np.arange(n), "sha1": [f"h{i}" for i in range(n)],
-        "Patient_ID": patients, "eye": patients * 2.0,
-        **{b: y[:, j] for j, b in enumerate(labels)},
-        "BCVA": 80 - 10 * y[:, 4] + rng.normal(0, 3, n), "CST": 300 + 80 * y[:, 5],
-        "labelled": True,
-    })
+    index = pd.DataFrame(
+        {
+            "image_id": [f"train/{i}.png" for i in range(n)],
+            "path": [f"{i}.png" for i in range(n)],
+            "source_split": "train",
+            "row": np.arange(n),
+            "sha1": [f"h{i}" for i in range(n)],
+            "Patient_ID": patients,
+            "eye": patients * 2.0,
+            **{b: y[:, j] for j, b in enumerate(labels)},
+            "BCVA": 80 - 10 * y[:, 4] + rng.normal(0, 3, n),
+            "CST": 300 + 80 * y[:, 5],
+            "labelled": True,
+        }
+    )
     index["dup_group"] = index["row"]
     index.to_parquet(cache / "index.parquet", index=False)
     cols = Columns("Image", labels, ("BCVA", "CST"), "Patient_ID", "Eye_ID")

@@ -127,6 +127,12 @@ def cmd_compare(params: Params, args: argparse.Namespace) -> None:
         log.info("wrote %s", path)
 
 
+def cmd_report(params: Params, args: argparse.Namespace) -> None:
+    from olives.reporting.report import build_report
+
+    log.info("wrote %s", build_report(params))
+
+
 def cmd_ablate(params: Params, args: argparse.Namespace) -> None:
     from olives.reporting.ablation import run_cell
 
@@ -153,6 +159,7 @@ COMMANDS: dict[str, tuple[Callable[[Params, argparse.Namespace], None], str]] = 
     "split": (cmd_split, "patient-level train/val/test splits and train-only statistics"),
     "train": (cmd_train, "fit the model on the cache; log the run to MLflow"),
     "evaluate": (cmd_evaluate, "test-split predictions, metrics with CIs, ROC/PR curves"),
+    "report": (cmd_report, "reports/report.md: data, results with CIs, curves, error analysis"),
     "score": (cmd_score, "score a VIP Cup submission CSV against a label CSV (phase-1 F1)"),
     "compare": (cmd_compare, "table of the experiment's MLflow runs: params vs metrics"),
     "ablate": (cmd_ablate, "train + evaluate one cell of the paper's ablation grid"),

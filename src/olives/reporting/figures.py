@@ -64,20 +64,22 @@ def curve_grid(
     return save(fig, path)
 
 
-def image_gallery(rows: dict[str, Sequence[tuple[Any, str]]], columns: int, title: str,
-                  path: Path) -> Path:
+def image_gallery(
+    rows: dict[str, Sequence[tuple[Any, str]]], columns: int, title: str, path: Path
+) -> Path:
     """A grid of images: one row per key (its name on the left), one (RGB or grey array,
     caption) per panel; an empty row says 'none'."""
     columns = max(1, columns)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns, 2.8 * len(rows)),
-                             squeeze=False)
-    for axes_row, (name, panels) in zip(axes, rows.items()):
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(2.3 * columns, 2.8 * len(rows)), squeeze=False
+    )
+    for axes_row, (name, panels) in zip(axes, rows.items(), strict=True):
         for ax in axes_row:
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-        for ax, (image, caption) in zip(axes_row, panels):
+        for ax, (image, caption) in zip(axes_row, panels, strict=False):  # panels may be fewer
             ax.imshow(image, cmap="gray", vmin=0, vmax=1 if image.dtype.kind == "f" else 255)
             ax.set_title(caption, fontsize=7)
         if not panels:
