@@ -22,7 +22,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(DEV)
 	$(BIN)/python -m pytest
@@ -36,9 +36,12 @@ format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks docs
 	$(BIN)/ruff check --fix src tests benchmarks docs
 
+# The paper's ablation grid (paper/dvc.yaml) on the main pipeline's cache and split.
+paper: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro paper/dvc.yaml
+
 bench: $(DEV)
-	$(BIN)/python benchmarks/preprocess.py
-	$(BIN)/python benchmarks/train_throughput.py
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
