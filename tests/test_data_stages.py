@@ -356,3 +356,22 @@ def test_repository_params_load():
     params = from_dict(Params, __import__("yaml").safe_load(params_file.read_text()))
     assert params.data.source == "synthetic"
     assert json.dumps(params.labels) == json.dumps(LABELS)
+
+
+def test_failed_download_keeps_the_previous_raw_data(tmp_path, monkeypatch):
+    import datasets
+
+    rows = {"train": [row(i, patient=i) for i in range(4)], "test": [row(9, patient=9)]}
+    hub = write_hub_folder(tmp_path / "hub", rows)
+    good = params_for(tmp_path, source="huggingface", huggingface={"repo_id": str(hub)})
+    download(good)
+    before = sorted(p.name for p in (tmp_path / "raw/train").iterdir())
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'gOLIVES/OLIVES_Dataset' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SourceError):
+        download(good)
+    assert sorted(p.name for p in (tmp_path / "raw/train").iterdir()) == before
+    assert not (tmp_path / "raw.partial").exists()

@@ -7,6 +7,7 @@ at a time. The source is always explicit (`data.source`): nothing falls back sil
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,11 +62,31 @@ class Columns:
 
 
 def download(params: Params) -> dict[str, Any]:
-    """Fetch `params.data.source` into `params.data.raw_dir`; return per-split counts."""
+    """Fetch `params.data.source` into `params.data.raw_dir`; return per-split counts.
+
+    Rows are written to a sibling `.partial` folder that replaces `raw_dir` only on success,
+    so a failed download (hub unreachable, bad table) never destroys the previous data."""
     cfg = params.data
     cols = Columns.from_params(params)
-    raw_dir = reset_dir(Path(cfg.raw_dir))
+    final = Path(cfg.raw_dir)
+    raw_dir = reset_dir(final.with_name(final.name + ".partial"))
     start = time.perf_counter()
+    try:
+        _fetch(params, cols, raw_dir)
+        info = describe_raw(raw_dir, cols)
+    except BaseException:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    raw_dir.rename(final)
+    info["source"] = cfg.source
+    info["seconds"] = round(time.perf_counter() - start, 2)
+    return info
+
+
+def _fetch(params: Params, cols: Columns, raw_dir: Path) -> None:
+    cfg = params.data
     if cfg.source == "synthetic":
         from olives.data import synthetic
 
@@ -90,10 +111,6 @@ def download(params: Params) -> dict[str, Any]:
         )
     else:  # pragma: no cover - the config's Literal already rejects it
         raise SourceError(f"unknown data.source {cfg.source!r}")
-    info = describe_raw(raw_dir, cols)
-    info["source"] = cfg.source
-    info["seconds"] = round(time.perf_counter() - start, 2)
-    return info
 
 
 # ---------------------------------------------------------------------------------------------
