@@ -262,7 +262,7 @@ def train_epoch(
         leave=False,
         disable=not (cfg.progress and runtime.is_main),
     )
-    for step, batch in enumerate(batches(data, cfg.batch_size, order, drop_last=True)):
+    for step, batch in enumerate(batches(data, cfg.batch_size, order, True, runtime.cuda)):
         batch = batch.to(runtime.device, cfg.channels_last and runtime.cuda)
         images = augment(batch.images, generator)
         with autocast(cfg.amp, runtime):
@@ -296,7 +296,7 @@ def predict(
     """Sigmoid probabilities [N, L] in the split's row order."""
     model.eval()
     out = np.zeros((len(data), data.labels.shape[1]), dtype=np.float32)
-    for batch in batches(data, batch_size * 2, np.arange(len(data))):
+    for batch in batches(data, batch_size * 2, np.arange(len(data)), prefetch=runtime.cuda):
         batch = batch.to(runtime.device)
         with autocast(amp, runtime):
             logits = model(batch.images, batch.clinical).float()
