@@ -22,8 +22,9 @@ from olives.data import synthetic
 from olives.data.cache import build_cache
 from olives.data.sources import Columns
 
-COLUMNS = Columns("Image", ("B1", "B2", "B3", "B4", "B5", "B6"), ("BCVA", "CST"), "Patient_ID",
-                  "Eye_ID")
+COLUMNS = Columns(
+    "Image", ("B1", "B2", "B3", "B4", "B5", "B6"), ("BCVA", "CST"), "Patient_ID", "Eye_ID"
+)
 
 
 def make_raw(folder: Path, images: int) -> int:
@@ -50,8 +51,9 @@ def main() -> None:
         rows = make_raw(raw, args.images)
         generated = time.perf_counter() - start
         raw_mb = sum(f.stat().st_size for f in raw.rglob("*.parquet")) / 2**20
-        cfg = PreprocessConfig(height=args.size, width=args.size, num_workers=args.workers,
-                               cache_dir=str(cache))
+        cfg = PreprocessConfig(
+            height=args.size, width=args.size, num_workers=args.workers, cache_dir=str(cache)
+        )
         queue: mp.Queue = mp.get_context("spawn").Queue()
         proc = mp.get_context("spawn").Process(target=child, args=(str(raw), cfg, queue))
         start = time.perf_counter()
@@ -60,11 +62,15 @@ def main() -> None:
         proc.join()
         wall = time.perf_counter() - start
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"raw set: {rows} images, {raw_mb:.0f} MB of parquet, generated in {generated:.1f} s "
-          f"({rows / generated:.0f} images/s)")
+    print(
+        f"raw set: {rows} images, {raw_mb:.0f} MB of parquet, generated in {generated:.1f} s "
+        f"({rows / generated:.0f} images/s)"
+    )
     print(f"preprocess to {args.size}x{args.size}, {args.workers} workers:")
-    print(f"  decode+resize+write  {report['images_per_second']:8.1f} images/s "
-          f"({report['seconds']:.1f} s)")
+    print(
+        f"  decode+resize+write  {report['images_per_second']:8.1f} images/s "
+        f"({report['seconds']:.1f} s)"
+    )
     print(f"  whole child process  {rows / wall:8.1f} images/s ({wall:.1f} s, with imports)")
     print(f"  peak RSS             {peak_mb:8.0f} MB")
     print(json.dumps({k: report[k] for k in ("cached", "skipped_corrupt", "duplicate_rows")}))
