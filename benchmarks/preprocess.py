@@ -28,8 +28,8 @@ COLUMNS = Columns(
 
 
 def make_raw(folder: Path, images: int) -> int:
-    """About `images` train rows: 25-scan volumes, 2 visits, ~1.5 eyes per patient."""
-    patients = max(1, round(images / 75))
+    """About `images` train rows: 25-scan volumes, 2 visits, ~1.1 eyes per patient."""
+    patients = max(1, round(images / 54))
     cfg = SyntheticSource(preset="default", patients=patients, test_patients=1)
     summary = synthetic.generate(cfg, folder, seed=0)
     return sum(s["rows"] for s in summary["splits"].values())

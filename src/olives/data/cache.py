@@ -13,9 +13,10 @@ import hashlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -61,16 +62,17 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
     files = list_raw(raw_dir, cols)
     out = reset_dir(Path(cfg.cache_dir))
     total = sum(f.rows for f in files)
-    images = np.lib.format.open_memmap(
-        out / IMAGES, mode="w+", dtype=np.uint8, shape=(total, cfg.height, cfg.width)
-    )
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with ThreadPoolExecutor(max(1, cfg.num_workers)) as pool:
+    with (
+        open_image_file(out / IMAGES, (total, cfg.height, cfg.width)) as sink,
+        ThreadPoolExecutor(max(1, cfg.num_workers)) as pool,
+    ):
         for batch in _batches(files, cols, cfg.batch_rows):
             blobs = [rec.pop("_bytes") for rec in batch]
-            for rec, result in zip(batch, pool.map(lambda b: _decode(b, cfg), blobs), strict=False):
+            decoded = pool.map(lambda b: _decode(b, cfg), blobs)
+            for rec, result in zip(batch, decoded, strict=True):
                 if isinstance(result, str):
                     skipped.append(
                         {k: rec[k] for k in ("source_split", "source_row", "path")}
@@ -78,11 +80,9 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
                     )
                     continue
                 rec["row"] = len(records)
-                images[rec["row"]] = result
+                sink.write(result.tobytes())
                 records.append(rec)
-    images.flush()
     seconds = time.perf_counter() - start
-    del images
     index = _finish_index(pd.DataFrame.from_records(records), cols)
     index.to_parquet(out / INDEX, index=False)
     pd.DataFrame(skipped, columns=["source_split", "source_row", "path", "reason"]).to_csv(
@@ -93,6 +93,20 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
     report = _report(index, skipped, dups, total, seconds, cfg, cols)
     _check_corrupt(len(skipped), total, cfg.max_corrupt_fraction, out / SKIPPED)
     return report
+
+
+@contextmanager
+def open_image_file(path: Path, shape: tuple[int, int, int]) -> Iterator[BinaryIO]:
+    """An `.npy` of `shape` (uint8, zero-filled) opened for sequential writes after its header.
+
+    Plain writes rather than a memmap: written pages of a memmap count in the process's
+    resident memory, so a memmap would make peak RSS grow with the dataset."""
+    header_only = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    del header_only  # writes the header and sizes the (sparse) file
+    offset = path.stat().st_size - int(np.prod(shape))
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        yield handle
 
 
 def _batches(
