@@ -240,7 +240,7 @@ def parquet_rows(
     reader = pq.ParquetFile(file)
     check_schema(reader.schema_arrow, cols.features(), str(file))
     split = _split_from_path(file.relative_to(root))
-    for batch in reader.iter_batches(batch_size=64):
+    for batch in reader.iter_batches(batch_size=64, use_threads=False):
         for row in batch.to_pylist():
             yield (str(row[split_column]) if split_column else split), row
 
