@@ -20,23 +20,9 @@ from olives.config import SyntheticSource
 from olives.data import synthetic
 from olives.data.schema import BIOMARKERS
 
-TRAIN_PREVALENCE = (0.674, 0.317, 0.555, 0.301, 0.319, 0.435)
-TEST_PREVALENCE = (0.311, 0.315, 0.519, 0.180, 0.037, 0.110)
-CORRELATIONS = {
-    ("B2", "B3"): -0.76,
-    ("B5", "B6"): 0.71,
-    ("B1", "B5"): 0.36,
-    ("B1", "B6"): 0.41,
-    ("BCVA", "CST"): -0.54,
-    ("BCVA", "B5"): -0.43,
-    ("BCVA", "B6"): -0.40,
-    ("BCVA", "B1"): -0.20,
-    ("CST", "B5"): 0.53,
-    ("CST", "B6"): 0.44,
-    ("CST", "B1"): 0.23,
-    ("B4", "B1"): -0.01,
-    ("B4", "B6"): -0.09,
-}
+TRAIN_PREVALENCE = synthetic.REAL_TRAIN_PREVALENCE
+TEST_PREVALENCE = synthetic.RECOVERY_PREVALENCE
+CORRELATIONS = {**synthetic.REAL_CORRELATIONS, ("B4", "B1"): -0.01, ("B4", "B6"): -0.09}
 
 
 def throughput(cfg: SyntheticSource, seed: int) -> None:
@@ -84,10 +70,10 @@ def label_statistics(seed: int, patients: int | None) -> None:
         f"test {len(test)} rows, {test['Patient_ID'].nunique()} patients"
     )
     print(f"{'':4}{'train target':>14}{'generated':>11}{'test target':>13}{'generated':>11}")
-    for k, name in enumerate(BIOMARKERS):
+    for name in BIOMARKERS:
         print(
-            f"{name:4}{TRAIN_PREVALENCE[k]:>14.3f}{train[name].mean():>11.3f}"
-            f"{TEST_PREVALENCE[k]:>13.3f}{test[name].mean():>11.3f}"
+            f"{name:4}{TRAIN_PREVALENCE[name]:>14.3f}{train[name].mean():>11.3f}"
+            f"{TEST_PREVALENCE[name]:>13.3f}{test[name].mean():>11.3f}"
         )
     corr = train[[*BIOMARKERS, "BCVA", "CST"]].corr()
     print("\ncorrelation (train)   target  generated")

@@ -16,22 +16,9 @@ from olives.config import SyntheticSource
 from olives.data import synthetic as syn
 from olives.data.schema import BIOMARKERS, olives_features
 
-# Real OLIVES training labels (9,408 images) and the VIP Cup RECOVERY test set.
-TRAIN_PREVALENCE = {"B1": 0.674, "B2": 0.317, "B3": 0.555, "B4": 0.301, "B5": 0.319, "B6": 0.435}
-TEST_PREVALENCE = {"B1": 0.311, "B2": 0.315, "B3": 0.519, "B4": 0.180, "B5": 0.037, "B6": 0.110}
-CORRELATIONS = {
-    ("B2", "B3"): -0.76,
-    ("B5", "B6"): 0.71,
-    ("B1", "B5"): 0.36,
-    ("B1", "B6"): 0.41,
-    ("BCVA", "CST"): -0.54,
-    ("BCVA", "B5"): -0.43,
-    ("BCVA", "B6"): -0.40,
-    ("BCVA", "B1"): -0.20,
-    ("CST", "B5"): 0.53,
-    ("CST", "B6"): 0.44,
-    ("CST", "B1"): 0.23,
-}
+TRAIN_PREVALENCE = syn.REAL_TRAIN_PREVALENCE
+TEST_PREVALENCE = syn.RECOVERY_PREVALENCE
+CORRELATIONS = syn.REAL_CORRELATIONS
 
 SMALL = SyntheticSource(preset="tiny", width=64, height=64, shard_rows=7)
 

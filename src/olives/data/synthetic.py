@@ -42,6 +42,31 @@ TEST_ID_OFFSET = 1000  # test patients are 1001.. and their eyes 1001..: disjoin
 _TAG_PATIENT, _TAG_LABELS, _TAG_RENDER, _TAG_STRATA = 11, 23, 37, 41
 _NORMAL = NormalDist()
 
+# Targets the generator is calibrated to (tests and benchmarks/synthetic.py check them): real
+# OLIVES training labels (9,408 images), the VIP Cup RECOVERY test set, and the real pairwise
+# correlations of labels and clinical values.
+REAL_TRAIN_PREVALENCE = MappingProxyType(
+    {"B1": 0.674, "B2": 0.317, "B3": 0.555, "B4": 0.301, "B5": 0.319, "B6": 0.435}
+)
+RECOVERY_PREVALENCE = MappingProxyType(
+    {"B1": 0.311, "B2": 0.315, "B3": 0.519, "B4": 0.180, "B5": 0.037, "B6": 0.110}
+)
+REAL_CORRELATIONS = MappingProxyType(
+    {
+        ("B2", "B3"): -0.76,
+        ("B5", "B6"): 0.71,
+        ("B1", "B5"): 0.36,
+        ("B1", "B6"): 0.41,
+        ("BCVA", "CST"): -0.54,
+        ("BCVA", "B5"): -0.43,
+        ("BCVA", "B6"): -0.40,
+        ("BCVA", "B1"): -0.20,
+        ("CST", "B5"): 0.53,
+        ("CST", "B6"): 0.44,
+        ("CST", "B1"): 0.23,
+    }
+)
+
 PRESETS: Mapping[str, tuple[int, int, int, int]] = MappingProxyType(
     {
         # name: (patients, test_patients, visits, scans_per_volume)
