@@ -147,11 +147,7 @@ def resolve_alpha(
         return np.clip(1.0 - prevalence, *ALPHA_CLIP).tolist()
     if isinstance(alpha, str):
         raise ConfigError(f"'loss.alpha' = {alpha!r} must be a number, a list, 'auto' or null")
-    if len(alpha) != len(prevalence):
-        raise ConfigError(
-            f"'loss.alpha' has {len(alpha)} values but there are {len(prevalence)} labels"
-        )
-    return list(alpha)
+    return _one_per_label("loss.alpha", alpha, len(prevalence))
 
 
 def resolve_pos_weight(
@@ -165,11 +161,13 @@ def resolve_pos_weight(
         return np.clip((1.0 - p) / p, *POS_WEIGHT_CLIP).tolist()
     if isinstance(pos_weight, str):
         raise ConfigError(f"'loss.pos_weight' = {pos_weight!r} must be a list, 'auto' or null")
-    if len(pos_weight) != len(prevalence):
-        raise ConfigError(
-            f"'loss.pos_weight' has {len(pos_weight)} values but there are {len(prevalence)} labels"
-        )
-    return list(pos_weight)
+    return _one_per_label("loss.pos_weight", pos_weight, len(prevalence))
+
+
+def _one_per_label(name: str, values: Sequence[float], n_labels: int) -> list[float]:
+    if len(values) != n_labels:
+        raise ConfigError(f"'{name}' has {len(values)} values but there are {n_labels} labels")
+    return list(values)
 
 
 def expected_initial_loss(cfg: LossConfig, prevalence: Sequence[float]) -> float:

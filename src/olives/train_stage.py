@@ -97,7 +97,7 @@ def write_outputs(
         },
         model_dir / "model.pt",
     )
-    history = [{k: v for k, v in h.items()} for h in result.state.history]
+    history = result.state.history
     pd.DataFrame(history).to_csv(report_dir / "history.csv", index=False)
     (report_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n")
     per_label = result.val_metrics["per_label"]
