@@ -20,7 +20,7 @@ from pathlib import Path
 from olives.config import PreprocessConfig, SyntheticSource
 from olives.data import synthetic
 from olives.data.cache import build_cache
-from olives.data.sources import Columns
+from olives.data.schema import Columns
 
 COLUMNS = Columns(
     "Image", ("B1", "B2", "B3", "B4", "B5", "B6"), ("BCVA", "CST"), "Patient_ID", "Eye_ID"

@@ -1,18 +1,23 @@
 """Synthetic OLIVES generator: images/s and label statistics against the real data.
 
-Times `generate` end to end (rendering + PNG encoding + parquet writing, one process) on the
-`default` preset, then compares the `full` preset's labels (no pixels) with the real OLIVES
-training labels and the VIP Cup RECOVERY test set.
+Times `generate` end to end (rendering + PNG encoding in worker processes, parquet writing in
+the parent) on the `default` preset, once per worker count (default: 1, i.e. in-process, and
+0, i.e. every core) and checks that the files are byte-identical across counts; then compares
+the `full` preset's labels (no pixels) with the real OLIVES training labels and the VIP Cup
+RECOVERY test set.
 
-    python benchmarks/synthetic.py [--preset default] [--patients N] [--seed 0]
+    python benchmarks/synthetic.py [--preset default] [--patients N] [--workers 1 0] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,20 +30,35 @@ TEST_PREVALENCE = synthetic.RECOVERY_PREVALENCE
 CORRELATIONS = {**synthetic.REAL_CORRELATIONS, ("B4", "B1"): -0.01, ("B4", "B6"): -0.09}
 
 
-def throughput(cfg: SyntheticSource, seed: int) -> None:
+def throughput(cfg: SyntheticSource, seed: int) -> tuple[float, str, dict[str, Any]]:
+    """One timed `generate` run: images/s, a digest of every file written, and the summary."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = synthetic.generate(cfg, Path(tmp), seed=seed)
         seconds = time.perf_counter() - start
-        size_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*.parquet")) / 2**20
+        files = sorted(Path(tmp).rglob("*.parquet"))
+        size_kb = sum(f.stat().st_size for f in files) / 1024
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(tmp)).encode() + f.read_bytes())
+    rate = summary["rows"] / seconds
     sizes = summary["sizes"]
     print(
-        f"preset {cfg.preset}: {summary['rows']} images of {sizes['width']}x{sizes['height']} "
-        f"in {seconds:.1f} s -> {summary['rows'] / seconds:.1f} images/s "
-        f"(render + PNG + parquet, one process); {size_mb / summary['rows'] * 1024:.0f} KB "
-        f"per image"
+        f"preset {cfg.preset}, {summary['workers']} worker(s): {summary['rows']} images of "
+        f"{sizes['width']}x{sizes['height']} in {seconds:.1f} s -> {rate:.1f} images/s "
+        f"(render + PNG + parquet); {size_kb / summary['rows']:.0f} KB per image"
     )
-    for split, part in summary["splits"].items():
+    return rate, digest.hexdigest(), summary
+
+
+def scaling(cfg: SyntheticSource, seed: int, worker_counts: list[int]) -> None:
+    """Throughput per worker count (0: every core); the files must not depend on it."""
+    runs = [throughput(dataclasses.replace(cfg, num_workers=n), seed) for n in worker_counts]
+    base = runs[0][0]
+    speedups = ", ".join(f"{s['workers']}: {rate / base:.2f}x" for rate, _, s in runs)
+    same = len({digest for _, digest, _ in runs}) == 1
+    print(f"  speed-up by workers: {speedups}; files byte-identical across counts: {same}")
+    for split, part in runs[-1][2]["splits"].items():
         print(
             f"  {split}: {part['rows']} rows, {part['patients']} patients, "
             f"{part['volumes']} volumes"
@@ -109,10 +129,17 @@ def main() -> None:
         default=None,
         help="train patients for the label statistics (default: 87)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="worker counts to time (0: every core; default: 1 0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cfg = SyntheticSource(preset=args.preset, patients=args.patients)
-    throughput(cfg, args.seed)
+    scaling(cfg, args.seed, args.workers)
     render_only(cfg, args.seed)
     label_statistics(args.seed, args.label_patients)
 

@@ -28,7 +28,7 @@ def write_tiny_cache(
 
     from olives.config import SplitConfig
     from olives.data.prepare import make_splits
-    from olives.data.sources import Columns
+    from olives.data.schema import Columns
 
     rng = np.random.default_rng(seed)
     labels = ("B1", "B2", "B3", "B4", "B5", "B6")
@@ -62,7 +62,7 @@ def write_tiny_cache(
     index.to_parquet(cache / "index.parquet", index=False)
     cols = Columns("Image", labels, ("BCVA", "CST"), "Patient_ID", "Eye_ID")
     split_cfg = SplitConfig(val_fraction=0.25, test_fraction=0.25, candidates=2)
-    out, stats, summary = make_splits(index, images, split_cfg, cols, seed)
+    out, stats, summary = make_splits(index, split_cfg, cols, seed)
     from olives.data.prepare import write_outputs
 
     write_outputs(root / "data/split", out, stats, summary)

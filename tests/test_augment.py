@@ -130,13 +130,21 @@ def test_bad_settings_name_the_parameter(field, value) -> None:
         BatchAugment(dataclasses.replace(AugmentConfig(), **{field: value}))
 
 
+def test_generator_on_another_device_is_refused(images) -> None:
+    meta = images.to("meta")
+    with pytest.raises(ValueError, match="generator is on cpu, the images on meta"):
+        BatchAugment(AugmentConfig())(meta, gen(0))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_batches_with_cpu_or_cuda_generators(images) -> None:  # pragma: no cover
+def test_cuda_batches_draw_on_the_gpu(images) -> None:  # pragma: no cover
     augment = BatchAugment(AugmentConfig())
     on_gpu = images.cuda()
-    from_cpu_gen = augment(on_gpu, gen(5))
-    torch.testing.assert_close(from_cpu_gen, augment(on_gpu, gen(5)), rtol=0, atol=0)
-    cuda_gen = torch.Generator(device="cuda").manual_seed(5)
-    out = augment(on_gpu, cuda_gen)
+
+    def cuda_gen(seed: int) -> torch.Generator:
+        return torch.Generator(device="cuda").manual_seed(seed)
+
+    out = augment(on_gpu, cuda_gen(5))
+    torch.testing.assert_close(out, augment(on_gpu, cuda_gen(5)), rtol=0, atol=0)
     assert out.device.type == "cuda" and out.min() >= 0 and out.max() <= 1
-    torch.testing.assert_close(only(hflip=1.0)(on_gpu, cuda_gen), on_gpu.flip(-1))
+    torch.testing.assert_close(only(hflip=1.0)(on_gpu, cuda_gen(1)), on_gpu.flip(-1))

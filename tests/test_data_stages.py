@@ -18,9 +18,9 @@ from olives.config import ConfigError, Params, from_dict
 from olives.data.cache import TooManyCorruptError, build_cache, open_cache
 from olives.data.decode import DecodeError, decode_grey, load_scan, resize
 from olives.data.prepare import make_splits
-from olives.data.schema import SchemaError
+from olives.data.schema import Columns, SchemaError
 from olives.data.shards import ShardWriter
-from olives.data.sources import Columns, SourceError, download
+from olives.data.sources import SourceError, download
 
 LABELS = ["B1", "B2", "B3", "B4", "B5", "B6"]
 
@@ -270,8 +270,8 @@ def test_duplicates_link_patients_and_never_cross_splits(tmp_path):
     cols = Columns.from_params(params)
     report = build_cache(Path(params.data.raw_dir), params.preprocess, cols)
     assert report["duplicate_groups_across_patients"] == 1
-    images, index = open_cache(tmp_path / "cache")
-    out, _, _summary = make_splits(index, images, params.split, cols, seed=0)
+    _images, index = open_cache(tmp_path / "cache")
+    out, _, _summary = make_splits(index, params.split, cols, seed=0)
     by_patient = out.groupby("Patient_ID")["split"].first()
     assert by_patient[1] == by_patient[6]
     assert set(out["split"]) == {"train", "val", "test"}
@@ -289,8 +289,8 @@ def test_official_test_duplicate_is_excluded_from_training(tmp_path):
     download(params)
     cols = Columns.from_params(params)
     build_cache(Path(params.data.raw_dir), params.preprocess, cols)
-    images, index = open_cache(tmp_path / "cache")
-    out, stats, summary = make_splits(index, images, params.split, cols, seed=0)
+    _images, index = open_cache(tmp_path / "cache")
+    out, stats, summary = make_splits(index, params.split, cols, seed=0)
     assert summary["excluded_duplicates_of_test"] == 1
     assert (out["split"] == "test").sum() == 8
     assert (
@@ -332,7 +332,7 @@ def test_kermany_sample_runs_through_download_preprocess_split(shared_dir, tmp_p
     assert cache["cached"] == 160 and cache["skipped_corrupt"] == 0
     images, index = open_cache(tmp_path / "cache")
     assert images.shape[1:] == (64, 64) and images[index["row"]].mean() > 10
-    out, _, _summary = make_splits(index, images, params.split, cols, seed=1)
+    out, _, _summary = make_splits(index, params.split, cols, seed=1)
     assert out.groupby("Patient_ID")["split"].nunique().max() == 1
     assert {"train", "val", "test"} <= set(out["split"])
 

@@ -22,6 +22,7 @@ TINY = {
             "test_patients": 3,
             "width": 128,
             "height": 124,
+            "num_workers": 1,
         }
     },
     "preprocess": {"height": 48, "width": 48},
@@ -71,8 +72,10 @@ def test_dvc_repro_runs_every_stage(project: Path):
     assert metrics["n_images"] == raw["splits"]["test"]["labelled_rows"]
     report = (project / "reports/report.md").read_text()
     assert "## 2. Main results" in report and "Not comparable" in report
-    assert (project / "models/model.pt").is_file()
+    assert (project / "models/model.safetensors").is_file()
     assert (project / "reports/plots/roc").is_dir()
+    summary = json.loads((project / "reports/summary.json").read_text())
+    assert summary["test_macro_auroc"] == metrics["macro"]["auroc"]
 
     status = subprocess.run(
         [*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True

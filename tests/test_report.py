@@ -18,15 +18,16 @@ from torch import nn
 
 from conftest import write_tiny_cache
 from olives.config import ModelConfig, Params, from_dict
-from olives.evaluate_stage import write_curves, write_predictions
+from olives.layout import EvaluateFiles
 from olives.loader import load_splits
 from olives.metrics import evaluate_predictions, vip_phase2
-from olives.models import build_model
+from olives.models import ModelBundle, build_model
 from olives.models.fusion import BiomarkerNet
 from olives.reporting import figures
 from olives.reporting.gradcam import capture_features, grad_cam, overlay
 from olives.reporting.report import SECTION_TITLES, build_report, worst_cases
 from olives.reporting.tables import fmt_ci, latex_escape, latex_table
+from olives.stages.evaluate import write_curves, write_predictions
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 CI_NUMBER = re.compile(r"(\d+\.\d{3}) \[(\d+\.\d{2}), (\d+\.\d{2})\]")
@@ -39,7 +40,11 @@ def make_params(
         Params,
         {
             "seed": 5,
-            "data": {"source": source, "raw_dir": str(root / "data/raw")},
+            "data": {
+                "source": source,
+                "raw_dir": str(root / "data/raw"),
+                "report": str(root / "data/raw_report.json"),
+            },
             "preprocess": {"height": 64, "width": 64, "cache_dir": str(root / "data/cache")},
             "split": {"out_dir": str(root / "data/split")},
             "model": {"pretrained": "none", "fusion": "concat"},
@@ -54,24 +59,22 @@ def make_params(
     )
 
 
-def save_bundle(path: Path, fusion: str, thresholds: np.ndarray) -> None:
+def make_bundle(fusion: str, thresholds: np.ndarray) -> ModelBundle:
     """A bundle as the train stage writes it, with a random (non-zero) head."""
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="tf_efficientnet_lite0", pretrained="none", fusion=fusion)
     model = build_model(cfg, len(LABELS), 2)
     nn.init.normal_(model.head.weight, std=0.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "description": model.describe(),
-            "labels": list(LABELS),
-            "clinical": ["BCVA", "CST"],
-            "thresholds": dict(zip(LABELS, map(float, thresholds), strict=True)),
-            "image_size": [64, 64],
-            "best_epoch": 1,
-        },
-        path,
+    stats = {"BCVA": {"mean": 70.0, "std": 10.0, "median": 72.0}}
+    return ModelBundle(
+        model=model,
+        labels=LABELS,
+        clinical=("BCVA", "CST"),
+        thresholds=tuple(map(float, thresholds)),
+        clinical_stats=stats | {"CST": {"mean": 300.0, "std": 50.0, "median": 290.0}},
+        image_size=(64, 64),
+        best_epoch=1,
+        params={"loss.name": "focal", "seed": 5},
     )
 
 
@@ -87,8 +90,9 @@ def run(tmp_path_factory) -> Path:
     probs = np.clip(0.35 * test.labels + 0.65 * rng.random(test.labels.shape), 0, 1)
     thresholds = np.full(len(LABELS), 0.5)
     out = root / "reports"
-    write_predictions(out, test, probs, thresholds, LABELS, params)
-    write_curves(out, test.labels, probs, LABELS)
+    bundle = make_bundle("concat", thresholds)
+    write_predictions(EvaluateFiles(out), test, probs, bundle, "Patient_ID")
+    write_curves(EvaluateFiles(out), test.labels, probs, LABELS)
     patients = test.frame["Patient_ID"].to_numpy()
     metrics = evaluate_predictions(
         test.labels, probs, thresholds, patients, LABELS, n_boot=50, seed=1
@@ -108,7 +112,7 @@ def run(tmp_path_factory) -> Path:
     (out / "train").mkdir(parents=True)
     pd.DataFrame(history).to_csv(out / "train/history.csv", index=False)
     figures.learning_curves(history, out / "train/learning_curves.png")
-    save_bundle(root / "models/model.pt", "concat", thresholds)
+    bundle.save(root / "models")
     warning = "'Patient_ID' is constant (7) in split 'test'"
     (root / "data/raw_report.json").write_text(
         json.dumps({"splits": {"test": {"warnings": [warning]}}, "source": "synthetic"})
@@ -178,7 +182,7 @@ def test_one_gallery_png_per_biomarker_with_grad_cam(run):
 
 
 def test_clinical_model_gets_plain_gallery_and_says_why(run):
-    save_bundle(run / "models_clin/model.pt", "clinical", np.full(len(LABELS), 0.5))
+    make_bundle("clinical", np.full(len(LABELS), 0.5)).save(run / "models_clin")
     build_report(make_params(run, out="report_clin", model_dir="models_clin"))
     text = read_report(run, "report_clin")
     assert "no Grad-CAM" in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image
 from olives.config import SyntheticSource
 from olives.data import synthetic as syn
 from olives.data.schema import BIOMARKERS, olives_features
+from olives.data.synthetic import parallel
 
 TRAIN_PREVALENCE = syn.REAL_TRAIN_PREVALENCE
 TEST_PREVALENCE = syn.RECOVERY_PREVALENCE
@@ -135,6 +138,70 @@ def test_files_match_the_label_table(tiny_run: tuple[Path, dict]) -> None:
         cols = [*BIOMARKERS, "BCVA", "CST", "Eye_ID", "Patient_ID"]
         pd.testing.assert_frame_equal(files[cols], table[cols], check_dtype=False)
         assert list(files["Image"].map(lambda r: r["path"])) == list(table["path"])
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+
+def test_worker_count_does_not_change_the_bytes(tmp_path: Path) -> None:
+    """Workers render volumes out of order; the parent writes them in order, so every file is
+    byte-identical to the in-process run (unlabelled visits and shards that straddle volumes
+    included)."""
+    cfg = SyntheticSource(
+        preset="tiny",
+        width=128,
+        height=124,
+        patients=3,
+        test_patients=2,
+        shard_rows=7,
+        unlabeled_fraction=0.5,
+    )
+    for workers in (1, 2):
+        run = dataclasses.replace(cfg, num_workers=workers)
+        summary = syn.generate(run, tmp_path / str(workers), seed=2, include_unlabeled=True)
+        assert summary["workers"] == workers
+    one = sorted(f.relative_to(tmp_path / "1") for f in (tmp_path / "1").rglob("*.parquet"))
+    two = sorted(f.relative_to(tmp_path / "2") for f in (tmp_path / "2").rglob("*.parquet"))
+    assert one == two and len(one) > 2
+    for rel in one:
+        assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "2" / rel).read_bytes(), rel
+
+
+def test_one_worker_starts_no_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("num_workers=1 must render in-process")
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_pool)
+    cfg = dataclasses.replace(SMALL, num_workers=1, patients=1, test_patients=1, visits=1)
+    assert syn.generate(cfg, tmp_path, seed=0)["rows"] == 2 * 5
+
+
+def test_num_workers_resolution() -> None:
+    assert parallel.resolve_workers(3) == 3
+    assert parallel.resolve_workers(0) >= 1  # every core this process may use
+    with pytest.raises(ValueError, match=r"data\.synthetic\.num_workers"):
+        parallel.resolve_workers(-1)
+    with pytest.raises(ValueError, match=r"data\.synthetic\.num_workers"):
+        syn.generate(dataclasses.replace(SMALL, num_workers=-2), Path("unused"), seed=0)
+
+
+def test_ordered_map_keeps_order_bounds_work_and_raises_worker_errors() -> None:
+    items = list(range(-30, 0))
+    assert list(parallel.ordered_map(abs, items, workers=2)) == [(i, -i) for i in items]
+    consumed = []
+
+    def source() -> Iterator[int]:
+        for i in items:
+            consumed.append(i)
+            yield i
+
+    lazy = parallel.ordered_map(abs, source(), workers=2, window=3)
+    assert next(lazy) == (-30, 30)
+    assert len(consumed) <= 4  # the window, plus the item that made room for the first result
+    lazy.close()
+    # math.sqrt(-1) fails in the worker: the parent gets the error instead of waiting forever
+    with pytest.raises(ValueError, match="math domain error"):
+        list(parallel.ordered_map(math.sqrt, [4.0, -1.0, 9.0], workers=2))
 
 
 # --- unlabelled rows -------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The training loop on a toy cache: overfitting, exact resume, start-up checks, MLflow."""
+"""The training loop on a toy cache: overfitting, exact resume, start-up checks, device
+placement, MLflow."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -15,12 +16,20 @@ import pytest
 import torch
 
 from conftest import write_tiny_cache
-from olives.config import Params, from_dict
-from olives.loader import load_splits
+from olives.checkpoint import Checkpoint, fingerprint
+from olives.config import Params, from_dict, select
+from olives.io import file_sha256
+from olives.loader import SplitData, load_splits
+from olives.losses import build_loss, expected_initial_loss
+from olives.models import ModelBundle, build_model
+from olives.runtime import Runtime
+from olives.serving import ServingModel, serving_rows
+from olives.stages import train as train_stage
 from olives.tracking import Tracker, TrackingUnavailableError, resolve_tracking_uri
-from olives.training import InitialLossError, Runtime, fit
+from olives.training import InitialLossError, TrainResult, fit
 
 CPU = Runtime(torch.device("cpu"))
+LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 
 
 def params(tmp: Path, **train) -> Params:
@@ -50,31 +59,55 @@ def params(tmp: Path, **train) -> Params:
     )
 
 
+def run_fit(
+    p: Params,
+    data: dict[str, SplitData],
+    checkpoint: Path | None = None,
+    on_epoch=None,
+    runtime: Runtime = CPU,
+    expected: float | None = None,
+) -> TrainResult:
+    """What the train stage does around the core: model, loss, checkpoint, start check
+    (against `expected`, by default the analytic initial loss)."""
+    prevalence = data["train"].labels.mean(axis=0)
+    torch.manual_seed(p.seed)
+    model = build_model(p.model, len(LABELS), 2)
+    model.init_head_bias(prevalence)
+    key = fingerprint(select(p, train_stage.PARAMS), data["train"].rows, data["val"].rows)
+    return fit(
+        model,
+        build_loss(p.loss, prevalence),
+        data,
+        p.train,
+        seed=p.seed,
+        labels=LABELS,
+        runtime=runtime,
+        checkpoint=Checkpoint(checkpoint, key) if checkpoint else None,
+        expected_loss=expected or expected_initial_loss(p.loss, prevalence),
+        on_epoch=on_epoch,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return write_tiny_cache(tmp_path_factory.mktemp("tiny"))
 
 
 def splits(root: Path) -> dict:
-    return load_splits(
-        root / "data/cache",
-        root / "data/split",
-        ("B1", "B2", "B3", "B4", "B5", "B6"),
-        ("BCVA", "CST"),
-    )
+    return load_splits(root / "data/cache", root / "data/split", LABELS, ("BCVA", "CST"))
 
 
 def test_tiny_subset_is_overfit_to_near_zero_loss(tiny):
     data = splits(tiny)
-    subset = data["train"].__class__(
-        images=data["train"].images,
+    subset = dataclasses.replace(
+        data["train"],
         rows=data["train"].rows[:8],
         labels=data["train"].labels[:8],
         clinical=data["train"].clinical[:8],
         frame=data["train"].frame.iloc[:8],
     )
     cfg = params(tiny, epochs=40, lr=1e-2, augment={"enabled": False})
-    result = fit(cfg, {"train": subset, "val": subset}, CPU)
+    result = run_fit(cfg, {"train": subset, "val": subset})
     losses = [h["train_loss"] for h in result.state.history]
     assert losses[-1] < 0.05 < losses[0]
     assert result.state.history[-1]["val_macro_auroc"] > 0.9  # eval-mode BatchNorm
@@ -83,7 +116,7 @@ def test_tiny_subset_is_overfit_to_near_zero_loss(tiny):
 def test_resumed_run_ends_with_the_same_weights(tiny, tmp_path):
     data = splits(tiny)
     cfg = params(tiny, epochs=3)
-    straight = fit(cfg, data, CPU).model.state_dict()
+    straight = run_fit(cfg, data).model.state_dict()
 
     checkpoint = tmp_path / "last.pt"
 
@@ -92,9 +125,9 @@ def test_resumed_run_ends_with_the_same_weights(tiny, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, data, CPU, checkpoint, on_epoch=interrupt)
+        run_fit(cfg, data, checkpoint, on_epoch=interrupt)
     assert torch.load(checkpoint, weights_only=False)["state"]["epoch"] == 2
-    resumed = fit(cfg, data, CPU, checkpoint).model.state_dict()
+    resumed = run_fit(cfg, data, checkpoint).model.state_dict()
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
 
@@ -102,9 +135,18 @@ def test_resumed_run_ends_with_the_same_weights(tiny, tmp_path):
 def test_checkpoint_of_other_params_is_not_resumed(tiny, tmp_path):
     data = splits(tiny)
     checkpoint = tmp_path / "last.pt"
-    fit(params(tiny, epochs=1), data, CPU, checkpoint)
-    result = fit(params(tiny, epochs=1, lr=1e-3), data, CPU, checkpoint)
+    run_fit(params(tiny, epochs=1), data, checkpoint)
+    result = run_fit(params(tiny, epochs=1, lr=1e-3), data, checkpoint)
     assert len(result.state.history) == 1  # trained from scratch, not "already done"
+
+
+def test_runtime_knobs_do_not_invalidate_a_checkpoint(tiny, tmp_path):
+    data = splits(tiny)
+    checkpoint = tmp_path / "last.pt"
+    first = run_fit(params(tiny, epochs=1), data, checkpoint)
+    knobs = {"progress": True, "num_threads": 2, "check_initial_loss": False, "resume": False}
+    again = run_fit(params(tiny, epochs=1, **knobs), data, checkpoint)
+    assert again.state.history == first.state.history  # resumed after its last epoch
 
 
 def test_initial_loss_check_catches_a_wiring_bug(tiny, monkeypatch):
@@ -114,7 +156,32 @@ def test_initial_loss_check_catches_a_wiring_bug(tiny, monkeypatch):
     data = splits(tiny)
     data["train"].labels[:] = 1.0  # prevalence 1: logit 0 is far from the expected loss
     with pytest.raises(InitialLossError, match=r"train\.check_initial_loss"):
-        fit(params(tiny, epochs=1), data, CPU)
+        run_fit(params(tiny, epochs=1), data)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaRuntime(Runtime):
+    """A device that is not the host's: the model, the loss and every tensor that meets them
+    must be moved there through the runtime, or torch raises 'Tensor on device cpu is not on
+    the expected device meta'. Meta tensors hold no values, so read-backs return 0.5."""
+
+    def to_host(self, tensor: torch.Tensor) -> np.ndarray:
+        return np.full(tuple(tensor.shape), 0.5, dtype=np.float32)
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)  # unused: augmentation is off
+
+
+def test_every_tensor_reaches_the_model_and_loss_on_their_device(tiny):
+    """Would have caught the CUDA crash at the first validation (numpy-made tensors meeting a
+    loss whose alpha buffer lives on the device) and the like in the start check and predict."""
+    data = splits(tiny)
+    cfg = params(tiny, epochs=1, augment={"enabled": False})
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, name="focal"))
+    meta = MetaRuntime(torch.device("meta"))
+    result = run_fit(cfg, data, runtime=meta, expected=0.5)  # what MetaRuntime reads back
+    assert next(result.model.parameters()).device.type == "meta"
+    assert len(result.state.history) == 1 and result.thresholds.shape == (len(LABELS),)
 
 
 def test_default_tracking_uri_is_sqlite_under_dvc_root(monkeypatch, tmp_path):
@@ -133,16 +200,12 @@ def free_port() -> int:
 
 
 def test_unreachable_server_is_detected_before_training(tiny, monkeypatch):
-    from olives.train_stage import run_train
-
     monkeypatch.chdir(tiny)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    cfg = from_dict(
-        Params, {**json.loads(json.dumps(_relative_params())), "tracking": {"enabled": True}}
-    )
+    cfg = from_dict(Params, {**_relative_params(), "tracking": {"enabled": True}})
     start = time.perf_counter()
     with pytest.raises(TrackingUnavailableError, match="unreachable"):
-        run_train(cfg)
+        train_stage.run(cfg)
     assert time.perf_counter() - start < 30
     assert not (tiny / "models").exists()
 
@@ -201,14 +264,13 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from olives.train_stage import run_train
-
     monkeypatch.chdir(tiny)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     cfg = from_dict(Params, {**_relative_params(), "tracking": {"experiment": "test-exp"}})
-    metrics = run_train(cfg)
+    metrics = train_stage.run(cfg)
 
-    run_id = json.loads((tiny / "reports/train/mlflow_run.json").read_text())["run_id"]
+    model_file = tiny / "models/model.safetensors"
+    run_id = Tracker(cfg.tracking).find_run("model_sha256", file_sha256(model_file))
     client = MlflowClient(mlflow_server)
     run = client.get_run(run_id)
     assert run.data.params["model.fusion"] == "concat"
@@ -221,18 +283,26 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     assert {"train/thresholds.json", "train/learning_curves.png"} <= artifacts
 
     served = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    from olives.train_stage import serving_example
-
-    example = torch.from_numpy(serving_example(splits(tiny)["val"]))
-    bundle = torch.load(tiny / "models/model.pt", weights_only=False)
-    from olives.models import model_from_description
-
-    local = model_from_description(bundle["description"])
-    local.load_state_dict(bundle["state_dict"])
-    local.eval()
+    val = splits(tiny)["val"]
+    example = torch.from_numpy(serving_rows(val, np.arange(len(val))))
+    local = ModelBundle.load(model_file).model
     with torch.no_grad():
         expected = torch.sigmoid(local(example[:, :1024].reshape(-1, 1, 32, 32), example[:, 1024:]))
         np.testing.assert_allclose(served(example).numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
+    """The serving wrapper ran even with tracking off (and crashed on CUDA); now it is built
+    only for MLflow, from the saved file on the CPU."""
+    monkeypatch.chdir(tiny)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a serving model was built with tracking disabled")
+
+    monkeypatch.setattr(train_stage, "log_serving_model", refuse)
+    monkeypatch.setattr(ServingModel, "__init__", refuse)
+    train_stage.run(from_dict(Params, {**_relative_params(), "tracking": {"enabled": False}}))
+    assert (tiny / "models/model.safetensors").is_file()
 
 
 def test_tracker_failure_mid_run_loses_nothing(tmp_path, caplog):

@@ -4,9 +4,9 @@ Order: horizontal/vertical flip -> one affine resample (shift, rotation, scale) 
 contrast, brightness -> multiplicative speckle and additive Gaussian noise -> clamp to [0, 1].
 Vertical flips default to off: a B-scan has a physical up/down (vitreous above, choroid below).
 
-Randomness: per-image parameters are drawn from the caller's `torch.Generator` (on its own
-device) and moved to the batch's device; pixel noise uses a generator seeded from it on the
-batch's device. So the output is a function of the generator's state, on CPU or CUDA.
+Randomness: every draw (per-image parameters, pixel noise) comes from the caller's
+`torch.Generator`, which lives on the batch's device: on a GPU the random numbers are made there
+and the host never waits for them. The output is a function of the generator's state.
 """
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ class BatchAugment(nn.Module):
             return images
         if images.dim() != 4 or not images.is_floating_point():
             raise ValueError(f"images must be a float [B, C, H, W] batch, got {images.shape}")
-        u = torch.rand(images.shape[0], NUM_PARAMS, generator=generator, device=generator.device)
-        u = u.to(images.device)
+        if generator.device != images.device:
+            raise ValueError(
+                f"the generator is on {generator.device}, the images on {images.device}: "
+                "make the generator on the batch's device"
+            )
+        u = torch.rand(images.shape[0], NUM_PARAMS, generator=generator, device=images.device)
         x = self._flip(images.float(), u)
         x = self._affine(x, u)
         x = self._intensity(x, u)
@@ -87,9 +91,7 @@ class BatchAugment(nn.Module):
         cfg = self.cfg
         if cfg.speckle_std == 0 and cfg.noise_std == 0:
             return x
-        seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
-        local = torch.Generator(device=x.device).manual_seed(int(seed.item()))
-        z = torch.randn((2, *x.shape), generator=local, device=x.device)
+        z = torch.randn((2, *x.shape), generator=generator, device=x.device)
         x = x.clamp(0.0, 1.0)
         if cfg.speckle_std > 0:
             # Log-normal with mean 1 and standard deviation `speckle_std`.

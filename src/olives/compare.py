@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from olives.errors import InputError
+
 DEFAULT_PARAMS = ("model.backbone", "model.fusion", "loss.name", "loss.gamma", "seed")
 DEFAULT_METRICS = ("best_val_macro_auroc", "test_macro_auroc", "test_macro_f1", "test_vip_phase1")
 
 
-class CompareError(ValueError):
+class CompareError(InputError, ValueError):
     """The experiment or a requested column does not exist."""
 
 

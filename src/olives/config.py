@@ -12,16 +12,19 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from olives.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A parameter is unknown, missing or of the wrong type."""
 
 
@@ -60,9 +63,10 @@ class SyntheticSource:
     scans_per_volume: int | None = None
     width: int = 504
     height: int = 496
-    difficulty: float = 0.5
+    difficulty: float = 0.3
     unlabeled_fraction: float = 0.1
     shard_rows: int = 500
+    num_workers: int = 0  # processes that render volumes; 0 = every core
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class DataConfig:
     source: Literal["synthetic", "huggingface", "local"] = "synthetic"
     include_unlabeled: bool = False
     raw_dir: str = "data/raw"
+    report: str = "data/raw_report.json"
     huggingface: HuggingFaceSource = field(default_factory=HuggingFaceSource)
     local: LocalSource = field(default_factory=LocalSource)
     synthetic: SyntheticSource = field(default_factory=SyntheticSource)
@@ -89,13 +94,14 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    height: int = 224
-    width: int = 224
+    height: int = 128
+    width: int = 128
     resize: Literal["stretch", "pad", "crop"] = "stretch"
     max_corrupt_fraction: float = 0.01
-    num_workers: int = 2
+    num_workers: int = 0  # decoding threads; 0 = every core
     batch_rows: int = 256
     cache_dir: str = "data/cache"
+    report: str = "reports/preprocess.json"
 
 
 @dataclass(frozen=True)
@@ -136,18 +142,21 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
-    patience: int = 4
+    patience: int = 3
     monitor: Literal["val_macro_auroc", "val_macro_f1", "val_loss"] = "val_macro_auroc"
     check_initial_loss: bool = True
     amp: bool = True
     channels_last: bool = True
+    compile: bool = False
+    device_cache: bool | Literal["auto"] = "auto"
+    nproc_per_node: int = 1
     num_threads: int = 0
     progress: bool = True
     resume: bool = True
@@ -169,6 +178,8 @@ class TrackingConfig:
 class EvaluateConfig:
     bootstrap: int = 1000
     ci: float = 0.95
+    batch_size: int = 64
+    amp: bool = True
     out_dir: str = "reports"
 
 
@@ -185,7 +196,7 @@ class PaperConfig:
     fusions: tuple[str, ...] = ("image", "clinical", "concat")
     losses: tuple[str, ...] = ("focal", "bce")
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int | None = None
+    epochs: int | None = 3
     out_dir: str = "reports/paper"
 
 
@@ -272,6 +283,19 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def select(params: Params, keys: Iterable[str]) -> dict[str, Any]:
+    """The flattened values under `keys` (dotted; a section name selects all its keys), as
+    `{"train.lr": 0.002, ...}`: what a stage's results depend on."""
+    flat = flatten(params)
+    chosen: dict[str, Any] = {}
+    for key in keys:
+        found = {k: v for k, v in flat.items() if k == key or k.startswith(f"{key}.")}
+        if not found:
+            raise ConfigError(f"no parameter '{key}'")
+        chosen.update(found)
+    return dict(sorted(chosen.items()))
 
 
 def _join(prefix: str, key: Any) -> str:

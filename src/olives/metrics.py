@@ -26,20 +26,23 @@ VIP Cup 2023 scores (from the organisers' starter code, olivesgatech VIP Cup 202
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,
     f1_score,
     precision_recall_curve,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
+
+from olives.io import none_if_nan
 
 # Metrics computed per label, at the tuned thresholds unless the name says otherwise.
 LABEL_METRICS: tuple[str, ...] = (
@@ -112,13 +115,6 @@ def _patient_index(patients: Any, n_rows: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"patients has {ids.shape[0]} entries, y_true has {n_rows} rows")
     _, inverse = np.unique(ids, return_inverse=True)
     return inverse.reshape(-1).astype(np.int64), int(inverse.max()) + 1
-
-
-def _nan_to_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +515,7 @@ def _with_ci(
     used: dict[str, int],
 ) -> None:
     """Store `metric` and `metric_ci` ([lo, hi] or None) in `target`, count resamples used."""
-    target[metric] = _nan_to_none(value)
+    target[metric] = none_if_nan(value)
     if key not in boot or target[metric] is None:
         target[f"{metric}_ci"] = None
         return
@@ -588,3 +584,30 @@ def evaluate_predictions(
         "n_used": used,
     }
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves
+# ---------------------------------------------------------------------------------------------
+
+
+def curve_tables(
+    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str]
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per-label ROC (`fpr`, `tpr`), PR (`recall`, `precision`) and reliability points
+    (`mean_predicted`, `fraction_positive`, 10 equal-width bins). A label with one class only
+    has no ROC or PR curve (the figures say so)."""
+    t, p = _check_pair(y_true, y_prob)
+    names = _check_labels(labels, t.shape[1])
+    curves: dict[str, dict[str, pd.DataFrame]] = {"roc": {}, "pr": {}, "calibration": {}}
+    for j, name in enumerate(names):
+        if 0 < t[:, j].sum() < len(t):
+            fpr, tpr, _ = roc_curve(t[:, j], p[:, j])
+            precision, recall, _ = precision_recall_curve(t[:, j], p[:, j])
+            curves["roc"][name] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+            curves["pr"][name] = pd.DataFrame({"recall": recall, "precision": precision})
+        fraction, mean = calibration_curve(t[:, j], p[:, j], n_bins=10, strategy="uniform")
+        curves["calibration"][name] = pd.DataFrame(
+            {"mean_predicted": mean, "fraction_positive": fraction}
+        )
+    return curves

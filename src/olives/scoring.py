@@ -17,12 +17,14 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from olives.data.schema import BIOMARKER_NAMES, BIOMARKERS
+from olives.errors import InputError
+from olives.io import none_if_nan
 from olives.metrics import vip_phase1, vip_phase2
 
 _SHOWN_MISMATCHES = 5
 
 
-class ScoreError(ValueError):
+class ScoreError(InputError, ValueError):
     """A submission or label file cannot be scored; the message names the file and row."""
 
 
@@ -159,10 +161,6 @@ def _label_column(path: Path, raw: pd.DataFrame, keys: pd.Series, name: str) -> 
     return numbers.astype(np.int8)
 
 
-def _none_if_nan(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
-
-
 def patient_from_path(path: str, part: int) -> str:
     """Component `part` of a normalised path: the VIP Cup test paths 'RECOVERY/OCT/01-037/...'
     name the patient at part 2, as the organisers' phase-2 script does."""
@@ -202,7 +200,7 @@ def score_files(
         label_names=names,
         n_matched=len(common),
         vip_phase1=vip_phase1(y_true, y_pred),
-        per_label_f1=dict(zip(names, map(_none_if_nan, per_label), strict=True)),
+        per_label_f1=dict(zip(names, map(none_if_nan, per_label), strict=True)),
         only_in_submission=sorted(sub.index.difference(ref.index)),
         only_in_labels=sorted(ref.index.difference(sub.index)),
         vip_phase2=phase2,

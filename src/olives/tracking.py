@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from olives.config import TrackingConfig
+from olives.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(InputError, RuntimeError):
     """The tracking server cannot be reached; raised before any training starts."""
 
 
@@ -133,8 +134,30 @@ class Tracker:
         with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
             self.run_id = active.info.run_id
             if tags:
-                self._call("set_tags", {k: str(v) for k, v in tags.items() if v is not None})
+                self.set_tags(tags)
             yield self
+
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The newest run of the experiment whose `tag` equals `value` (None if none)."""
+        if not self.enabled:
+            return None
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        found = mlflow.get_experiment_by_name(self.cfg.experiment)
+        if found is None:
+            return None
+        runs = mlflow.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.{tag} = '{value}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
+        return runs[0].info.run_id if runs else None
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._call("set_tags", {k: str(v) for k, v in tags.items() if v is not None})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         # MLflow caps a param value at 6000 characters and rejects None.

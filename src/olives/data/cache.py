@@ -12,7 +12,7 @@ grew peak memory with every shard read (measured: +140 MB over 2,000 rows).
 from __future__ import annotations
 
 import hashlib
-import time
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from olives.config import PreprocessConfig
 from olives.data.decode import DecodeError, load_scan
-from olives.data.schema import check_schema
-from olives.data.shards import reset_dir
-from olives.data.sources import Columns
+from olives.data.schema import Columns, check_schema
+from olives.errors import InputError
+from olives.io import reset_dir
 
 IMAGES = "images.npy"
 INDEX = "index.parquet"
@@ -36,7 +36,7 @@ SKIPPED = "skipped.csv"
 DUPLICATES = "duplicates.csv"
 
 
-class TooManyCorruptError(RuntimeError):
+class TooManyCorruptError(InputError, RuntimeError):
     """More undecodable images than `preprocess.max_corrupt_fraction` allows."""
 
 
@@ -66,10 +66,9 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
     total = sum(f.rows for f in files)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    start = time.perf_counter()
     with (
         open_image_file(out / IMAGES, (total, cfg.height, cfg.width)) as sink,
-        ThreadPoolExecutor(max(1, cfg.num_workers)) as pool,
+        ThreadPoolExecutor(cfg.num_workers or os.cpu_count() or 1) as pool,
     ):
         for batch in _batches(files, cols, cfg.batch_rows):
             blobs = [rec.pop("_bytes") for rec in batch]
@@ -84,7 +83,6 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
                 rec["row"] = len(records)
                 sink.write(result.tobytes())
                 records.append(rec)
-    seconds = time.perf_counter() - start
     index = _finish_index(pd.DataFrame.from_records(records), cols)
     index.to_parquet(out / INDEX, index=False)
     pd.DataFrame(skipped, columns=["source_split", "source_row", "path", "reason"]).to_csv(
@@ -92,7 +90,7 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
     )
     dups = duplicate_table(index, cols)
     dups.to_csv(out / DUPLICATES, index=False)
-    report = _report(index, skipped, dups, total, seconds, cfg, cols)
+    report = _report(index, skipped, dups, total, cfg, cols)
     _check_corrupt(len(skipped), total, cfg.max_corrupt_fraction, out / SKIPPED)
     return report
 
@@ -177,7 +175,6 @@ def _report(
     skipped: list,
     dups: pd.DataFrame,
     total: int,
-    seconds: float,
     cfg: PreprocessConfig,
     cols: Columns,
 ) -> dict[str, Any]:
@@ -195,8 +192,6 @@ def _report(
         "duplicate_groups_across_source_splits": int((groups["source_split"].nunique() > 1).sum()),
         "image_shape": [cfg.height, cfg.width],
         "resize": cfg.resize,
-        "seconds": round(seconds, 2),
-        "images_per_second": round(total / seconds, 1) if seconds > 0 else None,
     }
 
 

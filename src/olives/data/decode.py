@@ -19,10 +19,12 @@ import io
 import numpy as np
 from PIL import Image
 
+from olives.errors import InputError
+
 RESIZE_POLICIES = ("stretch", "pad", "crop")
 
 
-class DecodeError(ValueError):
+class DecodeError(InputError, ValueError):
     """The bytes are not a decodable image."""
 
 

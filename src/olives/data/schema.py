@@ -7,9 +7,15 @@ this schema, so the stages after `download` never need to know where data came f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 from datasets import Features, Image, Value
+
+from olives.config import Params
+from olives.errors import InputError
 
 BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
 BIOMARKER_NAMES: dict[str, str] = {
@@ -22,8 +28,36 @@ BIOMARKER_NAMES: dict[str, str] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError, ValueError):
     """Raw data lacks a column or has one of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The column names every stage agrees on, taken from the shared params keys."""
+
+    image: str
+    labels: tuple[str, ...]
+    clinical: tuple[str, ...]
+    patient: str
+    eye: str | None
+
+    @classmethod
+    def from_params(cls, params: Params) -> Columns:
+        return cls(
+            params.image_column,
+            tuple(params.labels),
+            tuple(params.clinical),
+            params.patient_column,
+            params.eye_column,
+        )
+
+    def features(self) -> Features:
+        return olives_features(self.labels, self.clinical, self.image, self.patient, self.eye)
+
+    def is_labelled(self, row: dict[str, Any]) -> bool:
+        """A row is labelled when none of its label cells is null."""
+        return all(row.get(name) is not None and not pd.isna(row[name]) for name in self.labels)
 
 
 def olives_features(

@@ -6,7 +6,6 @@ and the hub-layout loader decode the `Image` column exactly as for the real data
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,12 +61,3 @@ class ShardWriter:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
-
-
-def reset_dir(path: Path) -> Path:
-    """Empty `path` (a stage output) so no stale shard from an earlier run survives."""
-    path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path

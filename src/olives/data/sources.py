@@ -8,19 +8,18 @@ at a time. The source is always explicit (`data.source`): nothing falls back sil
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from datasets import Features
 
 from olives.config import Params
-from olives.data.schema import SchemaError, check_schema, olives_features
-from olives.data.shards import ShardWriter, reset_dir
+from olives.data.schema import Columns, SchemaError, check_schema
+from olives.data.shards import ShardWriter
+from olives.errors import InputError
+from olives.io import none_if_nan, reset_dir
 
 OFFLINE_HINT = (
     "Offline sources: set `data.source: synthetic` (the embedded default generator) or "
@@ -29,36 +28,8 @@ OFFLINE_HINT = (
 )
 
 
-class SourceError(RuntimeError):
+class SourceError(InputError, RuntimeError):
     """A source could not be read: unreachable hub, missing folder, bad table."""
-
-
-@dataclass(frozen=True)
-class Columns:
-    """The column names every stage agrees on, taken from the shared params keys."""
-
-    image: str
-    labels: tuple[str, ...]
-    clinical: tuple[str, ...]
-    patient: str
-    eye: str | None
-
-    @classmethod
-    def from_params(cls, params: Params) -> Columns:
-        return cls(
-            params.image_column,
-            tuple(params.labels),
-            tuple(params.clinical),
-            params.patient_column,
-            params.eye_column,
-        )
-
-    def features(self) -> Features:
-        return olives_features(self.labels, self.clinical, self.image, self.patient, self.eye)
-
-    def is_labelled(self, row: dict[str, Any]) -> bool:
-        """A row is labelled when none of its label cells is null."""
-        return all(row.get(name) is not None and not pd.isna(row[name]) for name in self.labels)
 
 
 def download(params: Params) -> dict[str, Any]:
@@ -70,7 +41,6 @@ def download(params: Params) -> dict[str, Any]:
     cols = Columns.from_params(params)
     final = Path(cfg.raw_dir)
     raw_dir = reset_dir(final.with_name(final.name + ".partial"))
-    start = time.perf_counter()
     try:
         _fetch(params, cols, raw_dir)
         info = describe_raw(raw_dir, cols)
@@ -81,7 +51,6 @@ def download(params: Params) -> dict[str, Any]:
         shutil.rmtree(final)
     raw_dir.rename(final)
     info["source"] = cfg.source
-    info["seconds"] = round(time.perf_counter() - start, 2)
     return info
 
 
@@ -219,11 +188,11 @@ def imagefolder_rows(
         except OSError:
             # Kept as an empty image: preprocess reports it as corrupt, naming the file.
             data = b""
-        row = {name: _float_or_none(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
+        row = {name: none_if_nan(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
         row[cols.image] = {"bytes": data, "path": str(rec["file_name"])}
         row[cols.patient] = int(rec[cols.patient])
         if cols.eye:
-            row[cols.eye] = _float_or_none(rec.get(cols.eye))
+            row[cols.eye] = none_if_nan(rec.get(cols.eye))
         split = str(rec[split_column]) if split_column else "train"
         if split not in ("train", "test"):
             raise SchemaError(
@@ -263,10 +232,6 @@ def _check_numeric(table: pd.DataFrame, columns: list[str], where: Path) -> None
                 f"{where}: column '{name}' line {row}: "
                 f"{table[name].iloc[row - 2]!r} is not a number"
             )
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
 
 
 # ---------------------------------------------------------------------------------------------

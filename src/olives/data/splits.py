@@ -20,6 +20,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from olives.config import ConfigError, SplitConfig
+from olives.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ FRACTION_WEIGHT = 0.5
 _PARAM = "split"
 
 
-class SplitError(ValueError):
+class SplitError(InputError, ValueError):
     """The rows cannot be split as asked (bad columns, too few patients or groups)."""
 
 

@@ -18,6 +18,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from olives.errors import InputError
+
 # timm model name -> (importable package, weight-file glob inside `<package>/models/`).
 PACKAGE_WEIGHTS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
@@ -50,7 +52,7 @@ _IR_BLOCK: Mapping[str, str] = MappingProxyType(
 )
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(InputError, RuntimeError):
     """Pretrained weights cannot be found or loaded."""
 
 

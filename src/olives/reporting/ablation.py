@@ -1,20 +1,18 @@
-"""The paper's ablation: fusion x loss x seeds, each cell trained and evaluated on the same
-cache and split, then mean ± std over seeds per cell and per biomarker.
+"""The paper's ablation table: mean ± std over seeds per cell and per biomarker.
 
-`olives ablate` runs one cell (a DVC matrix stage in `paper/dvc.yaml`, so finished cells are
-cached and `make paper` can be interrupted and resumed); `olives paper` aggregates.
+The cells themselves are trained and evaluated by the `ablate` stage (`olives.stages.ablate`,
+a DVC matrix stage in `paper/dvc.yaml`); this module only reads their `metrics.json`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from olives.config import Params
+from olives.io import read_json
+from olives.layout import PaperFiles
 from olives.reporting.tables import latex_table, markdown_table
 
 HEADLINE = (
@@ -26,48 +24,12 @@ HEADLINE = (
 )
 
 
-def cell_name(fusion: str, loss: str, seed: int) -> str:
-    return f"{fusion}-{loss}-s{seed}"
-
-
-def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
-    """The pipeline's params with this cell's fusion, loss and training seed, writing under
-    `paper.out_dir/runs/<cell>/` and logging to the `<experiment>-paper` MLflow experiment."""
-    run_dir = Path(params.paper.out_dir) / "runs" / cell_name(fusion, loss, seed)
-    train = dataclasses.replace(
-        params.train,
-        epochs=params.paper.epochs or params.train.epochs,
-        model_dir=str(run_dir / "model"),
-        report_dir=str(run_dir / "train"),
-        checkpoint_dir=str(Path(params.train.checkpoint_dir) / "paper" / run_dir.name),
-    )
-    return dataclasses.replace(
-        params,
-        seed=seed,
-        model=dataclasses.replace(params.model, fusion=fusion),
-        loss=dataclasses.replace(params.loss, name=loss),
-        train=train,
-        evaluate=dataclasses.replace(params.evaluate, out_dir=str(run_dir / "eval")),
-        tracking=dataclasses.replace(
-            params.tracking, experiment=f"{params.tracking.experiment}-paper"
-        ),
-    )
-
-
-def run_cell(params: Params, fusion: str, loss: str, seed: int) -> dict[str, Any]:
-    from olives.evaluate_stage import run_evaluate
-    from olives.train_stage import run_train
-
-    cell = cell_params(params, fusion, loss, seed)
-    run_train(cell)
-    return run_evaluate(cell)
-
-
-def collect(runs_dir: Path) -> pd.DataFrame:
+def collect(paper: PaperFiles) -> pd.DataFrame:
     """One row per finished cell: fusion, loss, seed and every point estimate."""
     rows = []
-    for path in sorted(Path(runs_dir).glob("*/eval/metrics.json")):
-        metrics = json.loads(path.read_text())
+    cells = sorted(p for p in paper.runs.glob("*") if paper.cell_evaluation(p).metrics.is_file())
+    for cell in cells:
+        metrics = read_json(paper.cell_evaluation(cell).metrics)
         ctx = metrics["context"]
         row: dict[str, Any] = {"fusion": ctx["fusion"], "loss": ctx["loss"], "seed": ctx["seed"]}
         for block, key in HEADLINE:
@@ -77,7 +39,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
             row[f"{label}_f1"] = entry["f1"]
         rows.append(row)
     if not rows:
-        raise FileNotFoundError(f"no finished ablation cell under {runs_dir}: run `make paper`")
+        raise FileNotFoundError(f"no finished ablation cell under {paper.runs}: run `make paper`")
     return pd.DataFrame(rows)
 
 
@@ -99,9 +61,10 @@ def format_cells(stats: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return table
 
 
-def write_ablation(runs_dir: Path, out_dir: Path) -> Path:
+def write_ablation(paper: PaperFiles) -> Path:
     """`ablation.md` (headline and per-biomarker AUROC tables), CSVs and LaTeX tables."""
-    runs = collect(runs_dir)
+    runs = collect(paper)
+    out_dir = paper.root
     headline = [f"{b}_{k}" if b else k for b, k in HEADLINE]
     labels = [
         c.removesuffix("_auroc") for c in runs.columns if c.endswith("_auroc") and c not in headline

@@ -2,17 +2,15 @@
 
 Nothing is recomputed that an earlier stage already wrote: metrics and intervals come from
 `metrics.json`, decisions from `predictions.csv`. The only model work here is Grad-CAM on the
-few gallery images. Each section is one function returning Markdown (and writing its own
-tables/figures); `build_report` assembles them. Outputs under `report.out_dir`:
-`report.md`, `figures/report/<label>_errors.png`, `tables/*.md`, `tables/*.tex`,
-`tables/per_patient.csv`.
+few gallery images, on the CPU (a handful of scans; the same figures on every machine). Each
+section is one function returning Markdown (and writing its own tables/figures);
+`build_report` assembles them. Outputs under `report.out_dir`: `report.md`,
+`figures/report/<label>_errors.png`, `tables/*.md`, `tables/*.tex`, `tables/per_patient.csv`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,15 @@ import pandas as pd
 import torch
 
 from olives.config import Params
-from olives.data.prepare import clinical_features
+from olives.data.cache import open_cache
+from olives.data.prepare import SUMMARY, clinical_features, read_index
 from olives.data.schema import BIOMARKER_NAMES, BIOMARKERS
+from olives.data.splits import SPLITS
+from olives.errors import InputError
+from olives.io import read_json, reset_dir
+from olives.layout import EvaluateFiles, ReportFiles, TrainFiles
 from olives.metrics import image_f1_scores
-from olives.models import model_from_description
+from olives.models import ModelBundle
 from olives.reporting import figures
 from olives.reporting.gradcam import grad_cam, overlay
 from olives.reporting.tables import (
@@ -36,7 +39,6 @@ from olives.reporting.tables import (
     markdown_table,
 )
 
-SPLIT_NAMES = ("train", "val", "test")
 WORST_PATIENTS = 10
 # Published VIP Cup 2023 results on the OLIVES RECOVERY test set (see docs / shared README).
 VIP_REFERENCE = {
@@ -59,7 +61,7 @@ class ReportInputs:
     params: Params
     out_dir: Path
     labels: tuple[str, ...]
-    bundle: dict[str, Any]
+    bundle: ModelBundle
     metrics: dict[str, Any]
     predictions: pd.DataFrame
     index: pd.DataFrame
@@ -79,10 +81,9 @@ class ReportInputs:
 def build_report(params: Params) -> Path:
     """Write `report.md`, its figures and tables into `params.report.out_dir`; return its path."""
     inputs = load_inputs(params)
-    for folder in (inputs.out_dir / "tables", inputs.out_dir / "figures" / "report"):
-        if folder.exists():
-            shutil.rmtree(folder)  # no stale table/figure of a label that no longer exists
-        folder.mkdir(parents=True)
+    files = ReportFiles(inputs.out_dir)
+    for folder in (files.tables, files.gallery):
+        reset_dir(folder)  # no stale table/figure of a label that no longer exists
     parts = [
         header_section(inputs),
         data_section(inputs),
@@ -91,38 +92,32 @@ def build_report(params: Params) -> Path:
         error_section(inputs),
         latex_section(inputs),
     ]
-    path = inputs.out_dir / "report.md"
+    path = files.report
     path.write_text("\n".join(p.rstrip("\n") + "\n" for p in parts))
     return path
 
 
 def load_inputs(params: Params) -> ReportInputs:
     """Read every input; a missing file or column raises an error naming it."""
-    bundle = torch.load(
-        _need(Path(params.train.model_dir) / "model.pt", "train"),
-        map_location="cpu",
-        weights_only=False,
-    )
-    labels = tuple(bundle["labels"])
-    eval_dir = Path(params.evaluate.out_dir)
-    metrics = json.loads(_need(eval_dir / "metrics.json", "evaluate").read_text())
+    bundle = ModelBundle.load(params.train.model_dir, "cpu")
+    labels = bundle.labels
+    files = EvaluateFiles(Path(params.evaluate.out_dir))
+    metrics = read_json(_need(files.metrics, "evaluate"))
     if tuple(metrics["labels"]) != labels:
-        raise ValueError(
-            f"{eval_dir / 'metrics.json'} has labels {metrics['labels']}, the model "
+        raise InputError(
+            f"{files.metrics} has labels {metrics['labels']}, the model "
             f"has {list(labels)}: re-run `olives evaluate`"
         )
-    predictions = pd.read_csv(_need(eval_dir / "predictions.csv", "evaluate"))
+    predictions = pd.read_csv(_need(files.predictions, "evaluate"))
     wanted = ["row", params.patient_column]
     wanted += [f"{n}{s}" for n in labels for s in ("", "_prob", "_pred")]
-    _check_columns(predictions, wanted, eval_dir / "predictions.csv")
+    _check_columns(predictions, wanted, files.predictions)
     split_dir = Path(params.split.out_dir)
-    index = pd.read_parquet(_need(split_dir / "index.parquet", "split"))
-    _check_columns(
-        index, ["split", "row", params.patient_column, *labels], split_dir / "index.parquet"
-    )
-    splits = json.loads(_need(split_dir / "splits.json", "split").read_text())
-    raw_path = Path(params.data.raw_dir).parent / "raw_report.json"
-    raw_report = json.loads(raw_path.read_text()) if raw_path.is_file() else None
+    index = read_index(split_dir)
+    _check_columns(index, ["split", "row", params.patient_column, *labels], split_dir)
+    splits = read_json(_need(split_dir / SUMMARY, "split"))
+    raw_path = Path(params.data.report)
+    raw_report = read_json(raw_path) if raw_path.is_file() else None
     return ReportInputs(
         params,
         Path(params.report.out_dir),
@@ -145,7 +140,7 @@ def _need(path: Path, stage: str) -> Path:
 def _check_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
+        raise InputError(f"{path}: missing column(s) {missing}")
 
 
 def _write_table(
@@ -156,7 +151,7 @@ def _write_table(
     rule_before: tuple[int, ...] = (),
 ) -> str:
     """`tables/<name>.md` and `.tex`; returns the Markdown table."""
-    folder = inputs.out_dir / "tables"
+    folder = ReportFiles(inputs.out_dir).tables
     md = markdown_table(frame)
     (folder / f"{name}.md").write_text(md)
     tex = latex_table(frame, caption, f"tab:{name}", rule_before=rule_before)
@@ -175,7 +170,7 @@ def _label_title(label: str) -> str:
 
 def header_section(inputs: ReportInputs) -> str:
     context = inputs.metrics.get("context", {})
-    model = inputs.bundle["description"]["model"]
+    model = inputs.bundle.model.cfg
     lines = [
         "# OLIVES biomarker detection: report",
         "",
@@ -183,9 +178,9 @@ def header_section(inputs: ReportInputs) -> str:
         "evaluate stages; do not edit by hand.",
         "",
         f"- Data source: `{inputs.params.data.source}`",
-        f"- Model: `{model['backbone']}`, fusion `{model['fusion']}`, loss "
-        f"`{context.get('loss', inputs.params.loss.name)}`, seed {context.get('seed', '?')}, "
-        f"best epoch {inputs.bundle.get('best_epoch', '?')}",
+        f"- Model: `{model.backbone}`, fusion `{model.fusion}`, loss "
+        f"`{context.get('loss', '?')}`, seed {context.get('seed', '?')}, "
+        f"best epoch {inputs.bundle.best_epoch}",
         f"- Labels: {', '.join(f'`{n}`' for n in inputs.labels)}",
         f"- Test set: {inputs.metrics['n_images']} images, {inputs.metrics['n_patients']} patients",
     ]
@@ -202,7 +197,7 @@ def data_summary_frame(
 ) -> pd.DataFrame:
     """Per split: patients, eyes, images and label prevalence (as printed)."""
     rows = []
-    for name in SPLIT_NAMES:
+    for name in SPLITS:
         part = index[index["split"] == name]
         row: dict[str, Any] = {
             "Split": name,
@@ -250,7 +245,7 @@ def data_section(inputs: ReportInputs) -> str:
 def _split_notes(inputs: ReportInputs) -> list[str]:
     notes = []
     summary = inputs.splits.get("splits", {})
-    for name in SPLIT_NAMES:
+    for name in SPLITS:
         listed = summary.get(name, {}).get("n_rows")
         counted = int((inputs.index["split"] == name).sum())
         if listed is not None and listed != counted:
@@ -413,12 +408,11 @@ def results_section(inputs: ReportInputs) -> str:
 
 
 def curves_section(inputs: ReportInputs) -> str:
-    train_dir = Path(inputs.params.train.report_dir)
-    fig_dir = Path(inputs.params.evaluate.out_dir) / "figures"
+    train = TrainFiles(Path(inputs.params.train.report_dir))
+    evaluated = EvaluateFiles(Path(inputs.params.evaluate.out_dir))
     lines = [SECTION_TITLES[2], ""]
-    train_metrics = train_dir / "metrics.json"
-    if train_metrics.is_file():
-        m = json.loads(train_metrics.read_text())
+    if train.metrics.is_file():
+        m = read_json(train.metrics)
         lines += [
             f"Training ran {m.get('epochs_run', '?')} epochs; the best epoch "
             f"({m.get('best_epoch', '?')}) had validation macro AUROC "
@@ -427,10 +421,13 @@ def curves_section(inputs: ReportInputs) -> str:
             "",
         ]
     for title, path in (
-        ("Learning curves", train_dir / "learning_curves.png"),
-        ("ROC per biomarker", fig_dir / "roc.png"),
-        ("Precision-recall per biomarker", fig_dir / "pr.png"),
-        ("Reliability diagram per biomarker (10 equal-width bins)", fig_dir / "reliability.png"),
+        ("Learning curves", train.learning_curves),
+        ("ROC per biomarker", evaluated.figure("roc")),
+        ("Precision-recall per biomarker", evaluated.figure("pr")),
+        (
+            "Reliability diagram per biomarker (10 equal-width bins)",
+            evaluated.figure("reliability"),
+        ),
     ):
         lines += [f"### {title}", ""]
         lines.append(
@@ -454,12 +451,6 @@ def worst_cases(predictions: pd.DataFrame, label: str, size: int) -> dict[str, p
         "fp": negatives.sort_values(f"{label}_prob", ascending=False, kind="stable").head(size),
         "fn": positives.sort_values(f"{label}_prob", ascending=True, kind="stable").head(size),
     }
-
-
-def load_model(bundle: dict[str, Any]) -> torch.nn.Module:
-    model = model_from_description(bundle["description"])
-    model.load_state_dict(bundle["state_dict"])
-    return model.float().eval()
 
 
 def gallery_figure(
@@ -486,7 +477,7 @@ def gallery_figure(
             panels.append((overlay(pixels[k], None if cams is None else cams[k]), caption))
         rows[title] = panels
     cam_note = "Grad-CAM overlay" if model.backbone is not None else "no Grad-CAM (clinical model)"
-    path = inputs.out_dir / "figures" / "report" / f"{_safe(label)}_errors.png"
+    path = ReportFiles(inputs.out_dir).gallery / f"{_safe(label)}_errors.png"
     return figures.image_gallery(
         rows, inputs.params.report.gallery_size, f"{_label_title(label)}: {cam_note}", path
     )
@@ -498,7 +489,7 @@ def _cams(
     if model.backbone is None or not len(table):
         return None
     frame = inputs.index.set_index("row").loc[table["row"].to_numpy()]
-    clinical = torch.from_numpy(clinical_features(frame, tuple(inputs.bundle["clinical"])))
+    clinical = torch.from_numpy(clinical_features(frame, inputs.bundle.clinical))
     x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div(255.0).unsqueeze(1)
     return grad_cam(model, x, clinical, j)
 
@@ -551,7 +542,7 @@ def per_patient_frame(
 
 def per_patient_lines(inputs: ReportInputs) -> list[str]:
     table = per_patient_frame(inputs.predictions, inputs.labels, inputs.params.patient_column)
-    table.round(6).to_csv(inputs.out_dir / "tables" / "per_patient.csv", index=False)
+    table.round(6).to_csv(ReportFiles(inputs.out_dir).tables / "per_patient.csv", index=False)
     worst = table.head(WORST_PATIENTS)
     shown = pd.DataFrame(
         {
@@ -589,8 +580,8 @@ def per_patient_lines(inputs: ReportInputs) -> list[str]:
 
 def error_section(inputs: ReportInputs) -> str:
     size = inputs.params.report.gallery_size
-    model = load_model(inputs.bundle)
-    images = np.load(Path(inputs.params.preprocess.cache_dir) / "images.npy", mmap_mode="r")
+    model = inputs.bundle.model
+    images, _ = open_cache(Path(inputs.params.preprocess.cache_dir))
     lines = [
         SECTION_TITLES[3],
         "",
@@ -624,7 +615,7 @@ def error_section(inputs: ReportInputs) -> str:
 
 
 def latex_section(inputs: ReportInputs) -> str:
-    files = sorted((inputs.out_dir / "tables").glob("*.tex"))
+    files = sorted(ReportFiles(inputs.out_dir).tables.glob("*.tex"))
     lines = [
         SECTION_TITLES[4],
         "",

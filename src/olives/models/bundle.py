@@ -1,0 +1,121 @@
+"""The trained-model bundle: weights plus everything needed to use them, in one file.
+
+`train` writes it once (`ModelBundle.save`); evaluate, report, the MLflow wrapper and any later
+command read it through `ModelBundle.load`, never by key. Besides the weights it carries what a
+user of the model needs and cannot guess: the label and clinical names in output/input order,
+the validation-tuned thresholds, the train-split statistics that standardise BCVA/CST and impute
+missing values, and the image size and resize policy the model was trained at.
+
+The file is safetensors: the weights plus one JSON metadata entry. Opening a model file cannot
+run code (unlike a pickle), and the same weights always give the same bytes (`torch.save`
+writes a random serialization id), so DVC's hash of `models/` changes only when the model does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from olives.errors import InputError
+from olives.models.fusion import BiomarkerNet, model_from_description
+
+FILE = "model.safetensors"
+FORMAT = 1
+_KEY = "olives"  # the one metadata entry (several would be written in a random order)
+
+
+class BundleError(InputError):
+    """A model file is not a bundle this version can read."""
+
+
+@dataclass
+class ModelBundle:
+    """A trained `BiomarkerNet` and what it needs to be used on new scans."""
+
+    model: BiomarkerNet
+    labels: tuple[str, ...]
+    clinical: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    clinical_stats: dict[str, dict[str, float]]
+    image_size: tuple[int, int]
+    resize: str = "stretch"
+    best_epoch: int = -1
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.labels):
+            raise BundleError(
+                f"{len(self.thresholds)} thresholds for {len(self.labels)} labels {self.labels}"
+            )
+
+    def threshold_array(self) -> np.ndarray:
+        return np.asarray(self.thresholds, dtype=np.float64)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the weights, JSON-ready."""
+        return {
+            "format": FORMAT,
+            "description": self.model.describe(),
+            "labels": list(self.labels),
+            "clinical": list(self.clinical),
+            "thresholds": [float(t) for t in self.thresholds],
+            "clinical_stats": self.clinical_stats,
+            "image_size": list(self.image_size),
+            "resize": self.resize,
+            "best_epoch": int(self.best_epoch),
+            "params": self.params,
+        }
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        meta = json.dumps(self.metadata(), sort_keys=True)
+        save_file(weights, str(path), metadata={_KEY: meta})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+        """Read `path` (the file, or the folder holding it); the model is in eval mode on
+        `device`."""
+        path = Path(path)
+        path = path / FILE if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found; run `olives train` first")
+        try:
+            with safe_open(str(path), "pt") as handle:
+                meta = json.loads((handle.metadata() or {})[_KEY])
+            weights = load_file(str(path))
+        except (SafetensorError, KeyError, ValueError, OSError) as exc:
+            raise BundleError(f"{path}: not an olives model file ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise BundleError(f"{path}: model format {meta.get('format')}, expected {FORMAT}")
+        return cls.from_metadata(meta, weights, device)
+
+    @classmethod
+    def from_metadata(
+        cls,
+        meta: dict[str, Any],
+        weights: dict[str, torch.Tensor],
+        device: torch.device | str = "cpu",
+    ) -> ModelBundle:
+        model = model_from_description(meta["description"])
+        model.load_state_dict(weights)
+        return cls(
+            model=model.to(device).eval(),
+            labels=tuple(meta["labels"]),
+            clinical=tuple(meta["clinical"]),
+            thresholds=tuple(meta["thresholds"]),
+            clinical_stats=meta["clinical_stats"],
+            image_size=(int(meta["image_size"][0]), int(meta["image_size"][1])),
+            resize=meta["resize"],
+            best_epoch=int(meta["best_epoch"]),
+            params=meta["params"],
+        )

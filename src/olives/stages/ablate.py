@@ -1,0 +1,64 @@
+"""`ablate` (paper/dvc.yaml): train and evaluate one cell of the fusion x loss x seed grid.
+
+Each cell is the main pipeline's train and evaluate stages with the cell's fusion, loss and
+seed, `paper.epochs` epochs, writing under `paper.out_dir/runs/<cell>/` and logging to the
+`<experiment>-paper` MLflow experiment. One DVC matrix stage per cell, so finished cells are
+cached and `make paper` can be interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from olives.config import Params, select
+from olives.layout import PaperFiles
+from olives.stages import evaluate, train
+
+log = logging.getLogger(__name__)
+
+OVERRIDDEN = ("seed", "model.fusion", "loss.name")  # set by the cell, not by params.yaml
+PARAMS = (
+    *(key for key in select(Params(), train.PARAMS + evaluate.PARAMS) if key not in OVERRIDDEN),
+    "paper.epochs",
+)
+
+
+def cell_name(fusion: str, loss: str, seed: int) -> str:
+    return f"{fusion}-{loss}-s{seed}"
+
+
+def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
+    """The pipeline's params with this cell's fusion, loss, seed, epochs and folders."""
+    name = cell_name(fusion, loss, seed)
+    folder = PaperFiles(Path(params.paper.out_dir)).cell(name)
+    cfg = dataclasses.replace(
+        params.train,
+        epochs=params.paper.epochs or params.train.epochs,
+        model_dir=str(folder / "model"),
+        report_dir=str(folder / "train"),
+        checkpoint_dir=f"{params.train.checkpoint_dir}/paper/{name}",
+    )
+    return dataclasses.replace(
+        params,
+        seed=seed,
+        model=dataclasses.replace(params.model, fusion=fusion),
+        loss=dataclasses.replace(params.loss, name=loss),
+        train=cfg,
+        evaluate=dataclasses.replace(params.evaluate, out_dir=str(folder / "eval")),
+        tracking=dataclasses.replace(
+            params.tracking, experiment=f"{params.tracking.experiment}-paper"
+        ),
+    )
+
+
+def run(params: Params, fusion: str, loss: str, seed: int) -> dict[str, Any]:
+    cell = cell_params(params, fusion, loss, seed)
+    train.run(cell)
+    metrics = evaluate.run(cell)
+    log.info(
+        "%s: test macro AUROC %s", cell_name(fusion, loss, seed), metrics["macro"].get("auroc")
+    )
+    return metrics

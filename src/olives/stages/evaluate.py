@@ -1,0 +1,187 @@
+"""`evaluate`: test-split predictions, metrics with patient-bootstrap intervals, curves.
+
+Outputs under `evaluate.out_dir` (see `olives.layout.EvaluateFiles`): `predictions.csv` (per
+scan and biomarker: truth, probability `<L>_prob`, decision at the tuned threshold `<L>_pred`),
+`vip_submission.csv` (VIP Cup layout), `metrics.json` (every metric with its interval),
+`summary.json` (the headline numbers DVC shows), `plots/` (DVC plots) and `figures/`.
+The metrics and figures are also logged to the MLflow run that trained the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from olives.config import Params
+from olives.errors import InputError
+from olives.inference import predict
+from olives.io import file_sha256, write_json
+from olives.layout import EvaluateFiles
+from olives.loader import BatchSource, SplitData, load_splits
+from olives.metrics import curve_tables, evaluate_predictions
+from olives.models import ModelBundle
+from olives.models.bundle import FILE as MODEL_FILE
+from olives.reporting import figures
+from olives.runtime import Runtime
+from olives.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+PARAMS = (
+    "seed",
+    "patient_column",
+    "evaluate.bootstrap",
+    "evaluate.ci",
+    "evaluate.batch_size",
+    "evaluate.amp",
+)
+HEADLINE = (("macro", "auroc"), ("macro", "average_precision"), ("macro", "f1"))
+
+
+def run(params: Params) -> dict[str, Any]:
+    cfg = params.evaluate
+    runtime = Runtime.from_env()
+    bundle = ModelBundle.load(params.train.model_dir, runtime.device)
+    test = load_splits(
+        Path(params.preprocess.cache_dir),
+        Path(params.split.out_dir),
+        bundle.labels,
+        bundle.clinical,
+        names=("test",),
+    )["test"]
+    if len(test) == 0:
+        raise InputError(f"the test split in {params.split.out_dir} is empty: nothing to evaluate")
+    probs = predict(bundle.model, BatchSource(test, runtime), runtime, cfg.batch_size, cfg.amp)
+    metrics = evaluate_predictions(
+        test.labels,
+        probs,
+        bundle.threshold_array(),
+        test.frame[params.patient_column].to_numpy(),
+        bundle.labels,
+        n_boot=cfg.bootstrap,
+        ci=cfg.ci,
+        seed=params.seed,
+    )
+    metrics["context"] = context(params, bundle)
+    files = EvaluateFiles(Path(cfg.out_dir))
+    write_predictions(files, test, probs, bundle, params.patient_column)
+    write_curves(files, test.labels, probs, bundle.labels)
+    write_json(files.metrics, metrics)
+    write_json(files.summary, summary(metrics))
+    mirror(params, metrics, files)
+    log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items() if v))
+    return metrics
+
+
+def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
+    """What produced these numbers (read from the model file, not the current params)."""
+    return {
+        "data_source": params.data.source,
+        "split": "test",
+        "backbone": bundle.model.cfg.backbone,
+        "fusion": bundle.model.cfg.fusion,
+        "loss": bundle.params.get("loss.name"),
+        "seed": bundle.params.get("seed"),
+    }
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The few numbers `dvc metrics show` and `dvc exp show` list."""
+    out = {f"test_{block}_{key}": metrics[block][key] for block, key in HEADLINE}
+    out["vip_phase1"] = metrics["vip_phase1"]
+    out["vip_phase2"] = metrics["vip_phase2"]
+    return out
+
+
+def write_predictions(
+    files: EvaluateFiles,
+    data: SplitData,
+    probs: np.ndarray,
+    bundle: ModelBundle,
+    patient_column: str,
+) -> pd.DataFrame:
+    frame = data.frame
+    table = pd.DataFrame(
+        {
+            "image_id": frame["image_id"],
+            "path": frame["path"],
+            patient_column: frame[patient_column],
+            "eye": frame["eye"],
+            "row": frame["row"],
+        }
+    )
+    decisions = (probs >= bundle.threshold_array()).astype(np.int8)
+    for j, name in enumerate(bundle.labels):
+        table[name] = data.labels[:, j].astype(np.int8)
+        table[f"{name}_prob"] = probs[:, j].round(6)
+        table[f"{name}_pred"] = decisions[:, j]
+    files.root.mkdir(parents=True, exist_ok=True)
+    table.to_csv(files.predictions, index=False)
+    vip = pd.DataFrame({"Path": frame["path"]})
+    for j, name in enumerate(bundle.labels):
+        vip[name] = decisions[:, j]
+    vip.to_csv(files.vip_submission, index=False)
+    return table
+
+
+def write_curves(
+    files: EvaluateFiles, y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]
+) -> None:
+    """Per-biomarker ROC, PR and reliability points (DVC plots) and one PNG grid per kind."""
+    curves = curve_tables(y_true, probs, labels)
+    for kind, per_label in curves.items():
+        folder = files.curve_dir(kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in per_label.items():
+            table.round(6).to_csv(folder / f"{name}.csv", index=False)
+    figures.curve_grid(curves["roc"], "fpr", "tpr", "ROC", files.figure("roc"), diagonal=True)
+    figures.curve_grid(curves["pr"], "recall", "precision", "Precision-recall", files.figure("pr"))
+    figures.curve_grid(
+        curves["calibration"],
+        "mean_predicted",
+        "fraction_positive",
+        "Reliability",
+        files.figure("reliability"),
+        diagonal=True,
+        marker="o",
+    )
+
+
+def mirror(params: Params, metrics: dict[str, Any], files: EvaluateFiles) -> None:
+    """Test metrics and figures go to the MLflow run that trained this model file."""
+    tracker = Tracker(params.tracking)
+    model_file = Path(params.train.model_dir) / MODEL_FILE
+    run_id = tracker.find_run("model_sha256", file_sha256(model_file))
+    if run_id is None:
+        if tracker.enabled:
+            log.warning(
+                "no MLflow run trained %s: test metrics are in %s only", model_file, files.root
+            )
+        return
+    with tracker.run(run_id=run_id):
+        tracker.log_metrics({f"test_{k}": v for k, v in flat_metrics(metrics).items()})
+        for path in (files.metrics, files.predictions, files.vip_submission):
+            tracker.log_artifact(path, "evaluate")
+        for kind in ("roc", "pr", "reliability"):
+            tracker.log_artifact(files.figure(kind), "evaluate")
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Point estimates only: `macro_auroc`, `B1_f1`, `vip_phase1`, ..."""
+    flat: dict[str, float] = {}
+    for avg in ("macro", "micro"):
+        for key, value in metrics[avg].items():
+            if isinstance(value, float):
+                flat[f"{avg}_{key}"] = value
+    for name, entry in metrics["per_label"].items():
+        for key, value in entry.items():
+            if isinstance(value, float) and key != "threshold":
+                flat[f"{name}_{key}"] = value
+    for score in ("vip_phase1", "vip_phase2"):
+        if isinstance(metrics.get(score), float):
+            flat[score] = metrics[score]
+    return flat

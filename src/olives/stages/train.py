@@ -1,0 +1,224 @@
+"""`train`: fit the model, write the model file and the training record, mirror them to MLflow.
+
+Outputs: `train.model_dir/model.safetensors` (the `ModelBundle`) and `train.report_dir/`
+(history, thresholds, validation metrics, learning curves, the result params). Local files
+come first; MLflow gets copies, so a tracking failure loses nothing. With
+`train.nproc_per_node > 1` the stage relaunches itself under torchrun (DDP); under torchrun
+only rank 0 writes files and talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from olives.checkpoint import Checkpoint, fingerprint
+from olives.config import Params, flatten, select, to_dict
+from olives.data.prepare import SUMMARY, read_stats
+from olives.errors import InputError
+from olives.io import file_sha256, read_json, reset_dir, write_json
+from olives.layout import TrainFiles
+from olives.loader import SplitData, load_splits
+from olives.losses import build_loss, expected_initial_loss
+from olives.models import ModelBundle, build_model
+from olives.reporting.figures import learning_curves
+from olives.runtime import Runtime, started
+from olives.serving import ServingModel, serving_rows
+from olives.tracking import Tracker, dvc_hash, git_commit
+from olives.training import TrainResult, fit
+
+log = logging.getLogger(__name__)
+
+PARAMS = (
+    "seed",
+    "labels",
+    "clinical",
+    "model",
+    "loss",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.weight_decay",
+    "train.warmup_epochs",
+    "train.min_lr_ratio",
+    "train.grad_clip",
+    "train.patience",
+    "train.monitor",
+    "train.amp",
+    "train.channels_last",
+    "train.compile",
+    "train.nproc_per_node",
+    "train.augment",
+)
+HISTORY_TIMINGS = ("images_per_second",)  # logged to MLflow, kept out of DVC-tracked files
+
+
+class LaunchError(InputError):
+    """torchrun (started by the stage) failed; its processes printed why."""
+
+
+def run(params: Params) -> dict[str, Any]:
+    if params.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return launch(params)
+    runtime = Runtime.from_env()
+    with started(runtime):
+        return train(params, runtime)
+
+
+def launch(params: Params) -> dict[str, Any]:
+    """Run this stage under `torchrun --standalone --nproc_per_node N` with the same params."""
+    n = params.train.nproc_per_node
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += [f"--nproc_per_node={n}", "-m", "olives", "--params", str(path), "train"]
+        log.info("launching %s", " ".join(command))
+        code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise LaunchError(f"torchrun with {n} processes exited with code {code}; see above")
+    return read_json(TrainFiles(Path(params.train.report_dir)).metrics)
+
+
+def train(params: Params, runtime: Runtime) -> dict[str, Any]:
+    cfg = params.train
+    off = dataclasses.replace(params.tracking, enabled=False)
+    tracker = Tracker(params.tracking if runtime.is_main else off)
+    tracker.check()  # an unreachable server fails here, before any training
+    data = load_splits(
+        Path(params.preprocess.cache_dir),
+        Path(params.split.out_dir),
+        params.labels,
+        params.clinical,
+        names=("train", "val"),
+    )
+    prevalence = data["train"].labels.mean(axis=0)
+    torch.manual_seed(params.seed)  # the initial weights of any layer not pretrained
+    model = build_model(params.model, len(params.labels), len(params.clinical))
+    model.init_head_bias(prevalence)
+    checkpoint = None
+    if cfg.resume:
+        key = fingerprint(select(params, PARAMS), data["train"].rows, data["val"].rows)
+        checkpoint = Checkpoint(Path(cfg.checkpoint_dir) / "last.pt", key)
+    expected = expected_initial_loss(params.loss, prevalence) if cfg.check_initial_loss else None
+    with tracker.run(run_name=run_name(params), tags=run_tags(params)):
+        tracker.log_params(flatten(params))
+        result = fit(
+            model,
+            build_loss(params.loss, prevalence),
+            data,
+            cfg,
+            seed=params.seed,
+            labels=params.labels,
+            runtime=runtime,
+            checkpoint=checkpoint,
+            expected_loss=expected,
+            on_epoch=lambda record: tracker.log_metrics(record, step=record["epoch"]),
+        )
+        if not runtime.is_main:
+            return {}
+        model_path = save_model(params, result, data["train"])
+        summary = write_record(params, result)
+        mirror(tracker, params, model_path, data["val"])
+    if checkpoint is not None:
+        checkpoint.remove()
+    log.info(
+        "best epoch %s: val macro AUROC %s, macro F1 %s",
+        summary["best_epoch"],
+        summary["val_macro_auroc"],
+        summary["val_macro_f1"],
+    )
+    return summary
+
+
+def run_name(params: Params) -> str:
+    return f"{params.model.fusion}-{params.loss.name}-s{params.seed}"
+
+
+def run_tags(params: Params) -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "data_source": params.data.source,
+        "cache_md5": dvc_hash(params.preprocess.cache_dir),
+        "split_md5": dvc_hash(f"{params.split.out_dir}/index.parquet"),
+        "backbone": params.model.backbone,
+        "fusion": params.model.fusion,
+        "loss": params.loss.name,
+    }
+
+
+def save_model(params: Params, result: TrainResult, train: SplitData) -> Path:
+    bundle = ModelBundle(
+        model=result.model,
+        labels=params.labels,
+        clinical=params.clinical,
+        thresholds=tuple(float(t) for t in result.thresholds),
+        clinical_stats=read_stats(Path(params.split.out_dir))["clinical"],
+        image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
+        resize=params.preprocess.resize,
+        best_epoch=result.state.best_epoch,
+        params=select(params, PARAMS),
+    )
+    return bundle.save(reset_dir(params.train.model_dir))
+
+
+def write_record(params: Params, result: TrainResult) -> dict[str, Any]:
+    """History, thresholds, validation metrics, learning curves: deterministic files only."""
+    files = TrainFiles(reset_dir(params.train.report_dir))
+    history = pd.DataFrame(result.state.history).drop(columns=list(HISTORY_TIMINGS))
+    history.to_csv(files.history, index=False)
+    thresholds = dict(zip(params.labels, map(float, result.thresholds), strict=True))
+    write_json(files.thresholds, thresholds)
+    result.val_table.to_csv(files.val_per_label)
+    best = next(
+        (h for h in result.state.history if h["epoch"] == result.state.best_epoch),
+        result.state.history[-1],
+    )
+    metrics = {
+        "best_epoch": result.state.best_epoch,
+        "epochs_run": len(result.state.history),
+        **{k: best.get(k) for k in ("val_loss", "val_macro_auroc", "val_macro_f1")},
+    }
+    write_json(files.metrics, metrics)
+    write_json(files.params, select(params, PARAMS))
+    learning_curves(result.state.history, files.learning_curves)
+    return metrics
+
+
+def mirror(tracker: Tracker, params: Params, model_path: Path, val: SplitData) -> None:
+    """Copies for MLflow (main process, tracking on): record, split summary, the model."""
+    if not tracker.enabled:
+        return
+    files = TrainFiles(Path(params.train.report_dir))
+    tracker.set_tags({"model_sha256": file_sha256(model_path)})
+    tracker.log_metrics({f"best_{k}": v for k, v in read_json(files.metrics).items()})
+    for path in (files.params, files.thresholds, files.val_per_label, files.history):
+        tracker.log_artifact(path, "train")
+    tracker.log_artifact(files.learning_curves, "train")
+    tracker.log_artifact(Path(params.split.out_dir) / SUMMARY, "data")
+    tracker.log_artifact(Path(params.data.report), "data")
+    if params.tracking.log_model:
+        log_serving_model(tracker, model_path, val)
+
+
+def log_serving_model(tracker: Tracker, model_path: Path, val: SplitData) -> None:
+    """The saved model file, on the CPU, behind MLflow's flat-row interface."""
+    from mlflow.models import infer_signature
+
+    serving = ServingModel(ModelBundle.load(model_path, "cpu")).eval()
+    example = serving_rows(val, np.arange(min(2, len(val))))
+    with torch.no_grad():
+        output = serving(torch.from_numpy(example)).numpy()
+    signature = infer_signature(example, output)
+    tracker.log_model(serving, "model", signature=signature, input_example=example)
