@@ -46,6 +46,7 @@ def config(args: argparse.Namespace, augment: bool) -> tuple[Params, TrainConfig
                 "epochs": 100,
                 "progress": False,
                 "compile": args.compile,
+                "cudnn_benchmark": args.cudnn_benchmark,
                 "device_cache": {"auto": "auto", "true": True, "false": False}[args.device_cache],
                 "augment": {"enabled": augment},
             },
@@ -74,7 +75,7 @@ def make_loop(args, runtime: Runtime, data: SplitData, augment: bool) -> Loop:
     torch.manual_seed(0)
     model = build_model(params.model, len(LABELS), 2)
     loss_fn = build_loss(params.loss, np.full(len(LABELS), 0.4))
-    configure_torch(0, runtime)
+    configure_torch(cfg, runtime)
     return build_loop(model, loss_fn, {"train": data, "val": data}, cfg, 0, LABELS, runtime)
 
 
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=16, help="timed steps per measurement")
     parser.add_argument("--device-cache", choices=["auto", "true", "false"], default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="autotune convolutions")
     parser.add_argument(
         "--repeat",
         type=int,

@@ -28,6 +28,7 @@ RUNTIME_KEYS = (
     "preprocess.report",
     "split.out_dir",
     "train.check_initial_loss",
+    "train.cudnn_benchmark",
     "train.device_cache",
     "train.num_threads",
     "train.progress",

@@ -369,3 +369,13 @@ def test_worst_cases_order_ties_and_an_empty_kind(tmp_path):
         {"negatives": [(np.zeros((8, 8)), "a")], "positives": []}, 2, "t", tmp_path / "g.png"
     )
     assert mpimg.imread(path).ndim == 3
+
+
+def test_vip_files_score_to_the_phase1_in_metrics(run):
+    """`olives score reports/vip_submission.csv reports/vip_labels.csv` reproduces phase 1."""
+    from olives.scoring import score_files
+
+    metrics = json.loads((run / "reports/metrics.json").read_text())
+    result = score_files(run / "reports/vip_submission.csv", run / "reports/vip_labels.csv")
+    assert result.n_matched == metrics["n_images"]
+    assert result.vip_phase1 == pytest.approx(metrics["vip_phase1"])

@@ -37,7 +37,7 @@ class BatchAugment(nn.Module):
             return images
         if images.dim() != 4 or not images.is_floating_point():
             raise ValueError(f"images must be a float [B, C, H, W] batch, got {images.shape}")
-        if generator.device != images.device:
+        if not same_device(generator.device, images.device):
             raise ValueError(
                 f"the generator is on {generator.device}, the images on {images.device}: "
                 "make the generator on the batch's device"
@@ -100,6 +100,15 @@ class BatchAugment(nn.Module):
         if cfg.noise_std > 0:
             x = x + cfg.noise_std * z[1]
         return x
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """'cuda' and 'cuda:0' are the same device when the current device is 0."""
+
+    def index(d: torch.device) -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and (a.type != "cuda" or index(a) == index(b))
 
 
 def _check(cfg: AugmentConfig) -> None:

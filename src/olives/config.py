@@ -155,6 +155,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    cudnn_benchmark: bool = False
     device_cache: bool | Literal["auto"] = "auto"
     nproc_per_node: int = 1
     num_threads: int = 0

@@ -60,6 +60,11 @@ class EvaluateFiles:
         return self.root / "vip_submission.csv"
 
     @property
+    def vip_labels(self) -> Path:
+        """The test split's true labels in the VIP Cup layout (what `olives score` reads)."""
+        return self.root / "vip_labels.csv"
+
+    @property
     def metrics(self) -> Path:
         """Every metric with its interval (the report reads it)."""
         return self.root / "metrics.json"

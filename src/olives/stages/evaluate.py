@@ -2,7 +2,7 @@
 
 Outputs under `evaluate.out_dir` (see `olives.layout.EvaluateFiles`): `predictions.csv` (per
 scan and biomarker: truth, probability `<L>_prob`, decision at the tuned threshold `<L>_pred`),
-`vip_submission.csv` (VIP Cup layout), `metrics.json` (every metric with its interval),
+`vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout), `metrics.json` (every metric with its interval),
 `summary.json` (the headline numbers DVC shows), `plots/` (DVC plots) and `figures/`.
 The metrics and figures are also logged to the MLflow run that trained the model.
 """
@@ -121,10 +121,11 @@ def write_predictions(
         table[f"{name}_pred"] = decisions[:, j]
     files.root.mkdir(parents=True, exist_ok=True)
     table.to_csv(files.predictions, index=False)
-    vip = pd.DataFrame({"Path": frame["path"]})
-    for j, name in enumerate(bundle.labels):
-        vip[name] = decisions[:, j]
-    vip.to_csv(files.vip_submission, index=False)
+    for path, values in ((files.vip_submission, decisions), (files.vip_labels, data.labels)):
+        vip = pd.DataFrame({"Path": frame["path"]})
+        for j, name in enumerate(bundle.labels):
+            vip[name] = values[:, j].astype(np.int8)
+        vip.to_csv(path, index=False)
     return table
 
 
