@@ -75,7 +75,8 @@ def test_dvc_repro_runs_every_stage(project: Path):
     assert (project / "models/model.safetensors").is_file()
     assert (project / "reports/plots/roc").is_dir()
     summary = json.loads((project / "reports/summary.json").read_text())
-    assert summary["test_macro_auroc"] == metrics["macro"]["auroc"]
+    assert summary["test_auroc"] == metrics["macro"]["auroc"]
+    assert summary["vip2"] == metrics["vip_phase2"]
 
     status = subprocess.run(
         [*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True

@@ -2,8 +2,9 @@
 
 Outputs under `evaluate.out_dir` (see `olives.layout.EvaluateFiles`): `predictions.csv` (per
 scan and biomarker: truth, probability `<L>_prob`, decision at the tuned threshold `<L>_pred`),
-`vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout), `metrics.json` (every metric with its interval),
-`summary.json` (the headline numbers DVC shows), `plots/` (DVC plots) and `figures/`.
+`vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout),
+`metrics.json` (every metric with its interval), `summary.json` (the headline numbers DVC
+shows), `plots/` (DVC plots) and `figures/`.
 The metrics and figures are also logged to the MLflow run that trained the model.
 """
 
@@ -39,7 +40,14 @@ PARAMS = (
     "evaluate.batch_size",
     "evaluate.amp",
 )
-HEADLINE = (("macro", "auroc"), ("macro", "average_precision"), ("macro", "f1"))
+# `summary.json`, what `dvc metrics show` / `dvc exp show` list: test split, macro averages.
+SUMMARY = {
+    "test_auroc": ("macro", "auroc"),
+    "test_ap": ("macro", "average_precision"),
+    "test_f1": ("macro", "f1"),
+    "vip1": (None, "vip_phase1"),
+    "vip2": (None, "vip_phase2"),
+}
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -90,11 +98,11 @@ def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """The few numbers `dvc metrics show` and `dvc exp show` list."""
-    out = {f"test_{block}_{key}": metrics[block][key] for block, key in HEADLINE}
-    out["vip_phase1"] = metrics["vip_phase1"]
-    out["vip_phase2"] = metrics["vip_phase2"]
-    return out
+    """The few numbers `dvc metrics show` and `dvc exp show` list (short names: narrow
+    columns)."""
+    return {
+        name: (metrics[block] if block else metrics)[key] for name, (block, key) in SUMMARY.items()
+    }
 
 
 def write_predictions(
