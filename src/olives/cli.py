@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,10 +105,10 @@ def compare(params: Params, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", 0)) > 0:
+        level = logging.WARNING  # under torchrun, rank 0 alone reports progress
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         params = None if args.command == "score" else load_params(args.params)
         dispatch(params, args)
