@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "olives.tracking",
         "olives.layout",
         "olives.checkpoint",
+        "olives.calibration",
     ),
     (
         "olives.data",
@@ -31,10 +32,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "olives.models",
         "olives.scoring",
         "olives.compare",
+        "olives.scans",
     ),
     ("olives.loader",),
     ("olives.reporting",),  # below training: a report never trains or evaluates
-    ("olives.inference", "olives.training", "olives.serving"),
+    (
+        "olives.inference",
+        "olives.training",
+        "olives.predictor",
+        "olives.serving",
+        "olives.mlflow_model",
+        "olives.predict",
+    ),
     ("olives.stages",),
     ("olives.cli", "olives.__main__"),
 )

@@ -58,3 +58,9 @@ def test_compare_sorts_runs_by_metric(tmp_path):
     assert table["test_macro_auroc"].tolist() == pytest.approx([0.9, 0.8, 0.7])
     with pytest.raises(CompareError, match="no MLflow experiment 'nope'"):
         compare_runs(uri, "nope")
+    default = compare_runs(uri, "exp", metrics=["test_macro_auroc"])
+    assert list(default.columns) == ["run_id", "run_name", "model.fusion", "test_macro_auroc"]
+    with pytest.raises(CompareError, match="did you mean 'test_macro_auroc'"):
+        compare_runs(uri, "exp", metrics=["test_macro_aurco"])
+    with pytest.raises(CompareError, match="did you mean 'test_macro_auroc'"):
+        compare_runs(uri, "exp", metrics=["test_macro_auroc"], sort_by="test_macro_auroc_")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -77,6 +79,16 @@ def test_dvc_repro_runs_every_stage(project: Path):
     summary = json.loads((project / "reports/summary.json").read_text())
     assert summary["test_auroc"] == metrics["macro"]["auroc"]
     assert summary["vip2"] == metrics["vip_phase2"]
+
+    # olives predict on the raw test shards gives evaluate's numbers: same decoding, resizing,
+    # clinical statistics, calibration and thresholds.
+    command = [sys.executable, "-m", "olives", "predict", "data/raw/test", "--out", "again.csv"]
+    subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
+    again = pd.read_csv(project / "again.csv").set_index("source")
+    evaluated = pd.read_csv(project / "reports/predictions.csv").set_index("path")
+    probs = [f"{name}_prob" for name in metrics["labels"]]
+    assert len(again) == len(evaluated)
+    np.testing.assert_allclose(again.loc[evaluated.index, probs], evaluated[probs], atol=2e-6)
 
     status = subprocess.run(
         [*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True

@@ -3,6 +3,7 @@ placement, MLflow."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,8 +24,10 @@ from olives.io import file_sha256
 from olives.loader import SplitData, load_splits
 from olives.losses import build_loss, expected_initial_loss
 from olives.models import ModelBundle, build_model
+from olives.predictor import Predictor
 from olives.runtime import Runtime
-from olives.serving import ServingModel, serving_rows
+from olives.scans import Scan
+from olives.serving import OlivesModel
 from olives.stages import train as train_stage
 from olives.tracking import Tracker, TrackingUnavailableError, resolve_tracking_uri
 from olives.training import InitialLossError, TrainResult, fit
@@ -282,13 +286,31 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     artifacts = {a.path for a in client.list_artifacts(run_id, "train")}
     assert {"train/thresholds.json", "train/learning_curves.png"} <= artifacts
 
-    served = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    assert run.data.metrics["best_val_macro_auroc"] == pytest.approx(metrics["val_macro_auroc"])
+    assert "best_best_epoch" not in run.data.metrics and run.data.metrics["best_epoch"] >= 0
+    assert run.info.run_name == "tf_efficientnet_lite0-concat-focal-e1-s3"
+    logged = mlflow.get_logged_model(run.data.tags["model_id"])
+    assert logged.metrics and {m.key for m in logged.metrics} >= {"best_val_macro_auroc"}
+    (version,) = client.search_model_versions(f"name='olives-biomarkers' and run_id='{run_id}'")
+    assert version.tags["fusion"] == "concat" and version.tags["data_source"] == "synthetic"
+
+    # The served model takes what a client has: an encoded image and raw clinical values.
     val = splits(tiny)["val"]
-    example = torch.from_numpy(serving_rows(val, np.arange(len(val))))
-    local = ModelBundle.load(model_file).model
-    with torch.no_grad():
-        expected = torch.sigmoid(local(example[:, :1024].reshape(-1, 1, 32, 32), example[:, 1024:]))
-        np.testing.assert_allclose(served(example).numpy(), expected.numpy(), rtol=1e-5)
+    request = pd.DataFrame(
+        {
+            "image": [base64.b64encode(train_stage.png(val)).decode()] * 2,
+            "BCVA": [60.0, None],
+            "CST": [None, 350.0],
+        }
+    )
+    answer = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(request)
+    local = Predictor(ModelBundle.load(model_file), CPU)
+    rows = request.to_dict("records")
+    scans = [Scan("x", data=train_stage.png(val), clinical=r) for r in rows]
+    expected = local.predict(scans)
+    probs = [f"{n}_prob" for n in LABELS]
+    np.testing.assert_allclose(answer[probs].to_numpy(), expected[probs].to_numpy(), atol=1e-6)
+    assert answer["BCVA_imputed"].tolist() == [0, 1] and answer["CST_imputed"].tolist() == [1, 0]
 
 
 def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
@@ -300,7 +322,7 @@ def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
         raise AssertionError("a serving model was built with tracking disabled")
 
     monkeypatch.setattr(train_stage, "log_serving_model", refuse)
-    monkeypatch.setattr(ServingModel, "__init__", refuse)
+    monkeypatch.setattr(OlivesModel, "__init__", refuse)
     train_stage.run(from_dict(Params, {**_relative_params(), "tracking": {"enabled": False}}))
     assert (tiny / "models/model.safetensors").is_file()
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olives.compare import DEFAULT_METRICS, DEFAULT_PARAMS
+from olives.compare import DEFAULT_METRICS
 from olives.config import ConfigError, Params, load_params
 from olives.errors import InputError
 
@@ -33,6 +33,7 @@ STAGES = {
     "aggregate": "the paper's ablation table: mean ± std over seeds per cell",
 }
 TOOLS = {
+    "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
     "score": "score a VIP Cup submission CSV against a label CSV (phase-1 F1)",
     "compare": "table of the experiment's MLflow runs: params vs metrics",
 }
@@ -48,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
     ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
     ablate.add_argument("--seed", required=True, type=int)
+    predict = parsers["predict"]
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    predict.add_argument(
+        "--model",
+        default="models",
+        help="model file or folder, or an MLflow URI (models:/NAME/VERSION, models:/NAME@ALIAS, "
+        "runs:/ID/model); default: models/",
+    )
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    predict.add_argument(
+        "--by",
+        choices=["scan", "volume", "eye", "visit"],
+        default="scan",
+        help="also write one row per volume, eye or visit to OUT.<by>.csv",
+    )
+    predict.add_argument("--gradcam", type=Path, metavar="DIR", help="Grad-CAM overlays here")
+    predict.add_argument("--batch-size", type=int, default=64)
     parsers["score"].add_argument("submission", help="VIP Cup layout: path column, then B1..B6")
     parsers["score"].add_argument("labels", help="the same layout with the true labels")
     compare = parsers["compare"]
@@ -57,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="params_cols",
         nargs="+",
         metavar="NAME",
-        help=f"param columns (default: {' '.join(DEFAULT_PARAMS)})",
+        help="param columns (default: the params that differ between the runs)",
     )
     compare.add_argument(
         "--metrics",
@@ -72,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(params: Params | None, args: argparse.Namespace) -> None:
-    if args.command == "score":
+    if args.command == "predict":
+        from olives import predict
+
+        predict.run(args.inputs, args.model, args.out, args.by, args.gradcam, args.batch_size)
+    elif args.command == "score":
         from olives.scoring import score_files
 
         print(score_files(Path(args.submission), Path(args.labels)).format())
@@ -93,7 +115,7 @@ def compare(params: Params, args: argparse.Namespace) -> None:
     table = compare_runs(
         resolve_tracking_uri(params.tracking),
         args.experiment or params.tracking.experiment,
-        args.params_cols or DEFAULT_PARAMS,
+        args.params_cols,
         args.metrics or DEFAULT_METRICS,
         args.sort_by,
         args.ascending,
@@ -110,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = logging.WARNING  # under torchrun, rank 0 alone reports progress
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = None if args.command == "score" else load_params(args.params)
+        params = None if args.command in ("score", "predict") else load_params(args.params)
         dispatch(params, args)
     except ConfigError as exc:
         log.error("%s", exc)

@@ -152,6 +152,7 @@ class TrainConfig:
     patience: int = 3
     monitor: Literal["val_macro_auroc", "val_macro_f1", "val_loss"] = "val_macro_auroc"
     check_initial_loss: bool = True
+    calibrate: bool = True
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
@@ -173,6 +174,8 @@ class TrackingConfig:
     experiment: str = "olives-biomarkers"
     tracking_uri: str | None = None
     log_model: bool = True
+    registered_model: str | None = "olives-biomarkers"
+    champion_alias: str | None = "champion"
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,13 @@ class Tracker:
                 self.set_tags(tags)
             yield self
 
+    def tag(self, key: str) -> str | None:
+        """A tag of the active run (None when tracking is off or the tag is absent)."""
+        if not (self.enabled and self.run_id):
+            return None
+        run = self._client_call("get_run", self.run_id)
+        return run.data.tags.get(key) if run is not None else None
+
     def find_run(self, tag: str, value: str) -> str | None:
         """The newest run of the experiment whose `tag` equals `value` (None if none)."""
         if not self.enabled:
@@ -164,19 +171,71 @@ class Tracker:
         clean = {k: str(v)[:6000] for k, v in params.items()}
         self._call("log_params", clean)
 
-    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float | None],
+        step: int | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        """Run metrics; with `model_id`, also linked to that logged model."""
         clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if v is not None}
-        self._call("log_metrics", clean, step=step)
+        self._call("log_metrics", clean, step=step, model_id=model_id)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if Path(path).exists():
             self._call("log_artifact", str(path), artifact_path=artifact_path)
 
-    def log_model(self, model: Any, name: str, **kwargs: Any) -> None:
-        if self.enabled and not self._failed:
-            import mlflow.pytorch
+    def log_pyfunc(self, **kwargs: Any) -> Any:
+        """`mlflow.pyfunc.log_model` in the active run; its ModelInfo, or None."""
+        if not (self.enabled and not self._failed and self.run_id):
+            return None
+        import mlflow.pyfunc
 
-            self._guard(lambda: mlflow.pytorch.log_model(model, name=name, **kwargs))
+        return self._guard(lambda: mlflow.pyfunc.log_model(**kwargs))
+
+    def tag_version(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
+        """Tags on a registered model version (what a registry user filters by)."""
+        for key, value in tags.items():
+            if value is not None:
+                self._client_call("set_model_version_tag", name, version, key, str(value))
+
+    def versions_of_run(self, name: str, run_id: str) -> list[Any]:
+        found = self._client_call("search_model_versions", f"name='{name}' and run_id='{run_id}'")
+        return list(found or [])
+
+    def promote(self, name: str, alias: str, version: Any, run_id: str) -> str:
+        """Move `alias` to `version` when it beats the holder on validation (see README):
+        no holder yet, or a holder trained on the same split (tag `split_md5`) with a lower
+        best validation macro AUROC. Returns what happened, in words."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            holder = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            holder = None
+        if holder is not None and holder.version == version.version:
+            return f"version {version.version} already holds @{alias}"
+        ours = client.get_run(run_id).data
+        if holder is not None:
+            theirs = client.get_run(holder.run_id).data
+            if theirs.tags.get("split_md5") != ours.tags.get("split_md5"):
+                return f"@{alias} stays on version {holder.version}: trained on another split"
+            key = "best_val_macro_auroc"
+            if ours.metrics.get(key, -1.0) <= theirs.metrics.get(key, -1.0):
+                return f"@{alias} stays on version {holder.version}: its validation AUROC is higher"
+        self._client_call("set_registered_model_alias", name, alias, version.version)
+        return f"@{alias} now on version {version.version}"
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def _client_call(self, method: str, *args: Any) -> Any:
+        if not (self.enabled and not self._failed):
+            return None
+        return self._guard(lambda: getattr(self.client(), method)(*args))
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
         if self.enabled and not self._failed and self.run_id:
@@ -184,9 +243,9 @@ class Tracker:
 
             self._guard(lambda: getattr(mlflow, method)(*args, **kwargs))
 
-    def _guard(self, fn: Any) -> None:
+    def _guard(self, fn: Any) -> Any:
         try:
-            fn()
+            return fn()
         except Exception as exc:  # a tracking failure must never cost the run's results
             self._failed = True
             log.warning(

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from olives.augment import BatchAugment
+from olives.calibration import calibrated, fit_temperatures
 from olives.checkpoint import Checkpoint, TrainState
 from olives.config import TrainConfig
 from olives.errors import InputError
@@ -53,7 +54,8 @@ class InitialLossError(InputError, RuntimeError):
 @dataclass
 class TrainResult:
     model: nn.Module
-    thresholds: np.ndarray
+    thresholds: np.ndarray  # tuned on the calibrated validation probabilities
+    temperatures: np.ndarray  # per-biomarker temperature scaling (ones when not calibrated)
     state: TrainState
     val_summary: dict[str, Any]
     val_table: Any  # per-label metrics DataFrame
@@ -117,9 +119,14 @@ def fit(
     if state.best_weights is not None:
         loop.net.load_state_dict(state.best_weights)
     val = validate(loop)
-    thresholds = tune_thresholds(data["val"].labels, val["probs"])
-    table = per_label_metrics(data["val"].labels, val["probs"], thresholds, labels)
-    return TrainResult(loop.net, thresholds, state, val["summary"], table)
+    truth = data["val"].labels
+    temperatures = np.ones(len(labels))
+    if cfg.calibrate:
+        temperatures = fit_temperatures(val["logits"], truth)
+    probs = calibrated(val["logits"], temperatures)
+    thresholds = tune_thresholds(truth, probs)
+    table = per_label_metrics(truth, probs, thresholds, labels)
+    return TrainResult(loop.net, thresholds, temperatures, state, val["summary"], table)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +295,7 @@ def validate(loop: Loop) -> dict[str, Any]:
         unwrap(loop.net), loop.val, loop.runtime, 2 * loop.cfg.batch_size, loop.cfg.amp
     )
     val_loss = float(loop.runtime.to_host(loop.loss_fn(logits, loop.val.labels)))
+    host_logits = loop.runtime.to_host(logits)
     probs = loop.runtime.to_host(torch.sigmoid(logits))
     truth = loop.val.data.labels
     table = per_label_metrics(truth, probs, np.full(len(loop.labels), 0.5), loop.labels)
@@ -299,7 +307,7 @@ def validate(loop: Loop) -> dict[str, Any]:
     for name, auroc, f1 in zip(loop.labels, table["auroc"], table["f1_at_0.5"], strict=True):
         summary[f"val_auroc_{name}"] = none_if_nan(auroc)
         summary[f"val_f1_{name}"] = none_if_nan(f1)
-    return {"probs": probs, "summary": summary}
+    return {"logits": host_logits, "probs": probs, "summary": summary}
 
 
 def update_state(state: TrainState, record: dict[str, Any], net: nn.Module, monitor: str) -> None:

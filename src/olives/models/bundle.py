@@ -3,8 +3,9 @@
 `train` writes it once (`ModelBundle.save`); evaluate, report, the MLflow wrapper and any later
 command read it through `ModelBundle.load`, never by key. Besides the weights it carries what a
 user of the model needs and cannot guess: the label and clinical names in output/input order,
-the validation-tuned thresholds, the train-split statistics that standardise BCVA/CST and impute
-missing values, and the image size and resize policy the model was trained at.
+the per-biomarker temperatures that calibrate its probabilities and the thresholds tuned on the
+calibrated validation probabilities, the train-split statistics that standardise BCVA/CST and
+impute missing values, and the image size and resize policy the model was trained at.
 
 The file is safetensors: the weights plus one JSON metadata entry. Opening a model file cannot
 run code (unlike a pickle), and the same weights always give the same bytes (`torch.save`
@@ -23,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from olives.calibration import calibrated
 from olives.errors import InputError
 from olives.models.fusion import BiomarkerNet, model_from_description
 
@@ -48,15 +50,22 @@ class ModelBundle:
     resize: str = "stretch"
     best_epoch: int = -1
     params: dict[str, Any] = field(default_factory=dict)
+    temperatures: tuple[float, ...] | None = None  # None: uncalibrated (T = 1)
 
     def __post_init__(self) -> None:
-        if len(self.thresholds) != len(self.labels):
-            raise BundleError(
-                f"{len(self.thresholds)} thresholds for {len(self.labels)} labels {self.labels}"
-            )
+        n = len(self.labels)
+        if self.temperatures is None:
+            self.temperatures = (1.0,) * n
+        for name, values in (("thresholds", self.thresholds), ("temperatures", self.temperatures)):
+            if len(values) != n:
+                raise BundleError(f"{len(values)} {name} for {n} labels {self.labels}")
 
     def threshold_array(self) -> np.ndarray:
         return np.asarray(self.thresholds, dtype=np.float64)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities [N, L] from the model's logits (what thresholds apply to)."""
+        return calibrated(logits, np.asarray(self.temperatures))
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights, JSON-ready."""
@@ -66,6 +75,7 @@ class ModelBundle:
             "labels": list(self.labels),
             "clinical": list(self.clinical),
             "thresholds": [float(t) for t in self.thresholds],
+            "temperatures": [float(t) for t in self.temperatures or ()],
             "clinical_stats": self.clinical_stats,
             "image_size": list(self.image_size),
             "resize": self.resize,
@@ -107,7 +117,11 @@ class ModelBundle:
         device: torch.device | str = "cpu",
     ) -> ModelBundle:
         model = model_from_description(meta["description"])
-        model.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
+            raise BundleError(f"weights do not fit the model they describe: {first}") from exc
         return cls(
             model=model.to(device).eval(),
             labels=tuple(meta["labels"]),
@@ -118,4 +132,5 @@ class ModelBundle:
             resize=meta["resize"],
             best_epoch=int(meta["best_epoch"]),
             params=meta["params"],
+            temperatures=tuple(meta.get("temperatures") or ()) or None,
         )

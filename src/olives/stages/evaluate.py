@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from olives.calibration import calibration_table
 from olives.config import Params
 from olives.errors import InputError
-from olives.inference import predict
+from olives.inference import predict_logits
 from olives.io import file_sha256, write_json
 from olives.layout import EvaluateFiles
 from olives.loader import BatchSource, SplitData, load_splits
@@ -63,7 +64,9 @@ def run(params: Params) -> dict[str, Any]:
     )["test"]
     if len(test) == 0:
         raise InputError(f"the test split in {params.split.out_dir} is empty: nothing to evaluate")
-    probs = predict(bundle.model, BatchSource(test, runtime), runtime, cfg.batch_size, cfg.amp)
+    source = BatchSource(test, runtime)
+    logits = runtime.to_host(predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp))
+    probs = bundle.probabilities(logits)
     metrics = evaluate_predictions(
         test.labels,
         probs,
@@ -74,6 +77,8 @@ def run(params: Params) -> dict[str, Any]:
         ci=cfg.ci,
         seed=params.seed,
     )
+    temperatures = np.asarray(bundle.temperatures)
+    metrics["calibration"] = calibration_table(test.labels, logits, temperatures, bundle.labels)
     metrics["context"] = context(params, bundle)
     files = EvaluateFiles(Path(cfg.out_dir))
     write_predictions(files, test, probs, bundle, params.patient_column)
@@ -171,12 +176,33 @@ def mirror(params: Params, metrics: dict[str, Any], files: EvaluateFiles) -> Non
                 "no MLflow run trained %s: test metrics are in %s only", model_file, files.root
             )
         return
-    with tracker.run(run_id=run_id):
-        tracker.log_metrics({f"test_{k}": v for k, v in flat_metrics(metrics).items()})
+    test = {f"test_{k}": v for k, v in flat_metrics(metrics).items()}
+    with tracker.run(run_id=run_id) as active:
+        model_id = active.tag("model_id")
+        tracker.log_metrics(test)
+        if model_id:
+            tracker.log_metrics(test, model_id=model_id)
         for path in (files.metrics, files.predictions, files.vip_submission):
             tracker.log_artifact(path, "evaluate")
         for kind in ("roc", "pr", "reliability"):
             tracker.log_artifact(files.figure(kind), "evaluate")
+    register(tracker, params, run_id, test)
+
+
+def register(tracker: Tracker, params: Params, run_id: str, test: dict[str, float]) -> None:
+    """Test metrics as tags of the run's registered model version; the champion alias."""
+    name = params.tracking.registered_model
+    if not name:
+        return
+    headline = {k: test.get(k) for k in ("test_macro_auroc", "test_macro_f1", "test_vip_phase1")}
+    for version in tracker.versions_of_run(name, run_id):
+        tracker.tag_version(name, version.version, headline)
+        if params.tracking.champion_alias:
+            log.info(
+                "%s: %s",
+                name,
+                tracker.promote(name, params.tracking.champion_alias, version, run_id),
+            )
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:

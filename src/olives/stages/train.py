@@ -34,7 +34,6 @@ from olives.losses import build_loss, expected_initial_loss
 from olives.models import ModelBundle, build_model
 from olives.reporting.figures import learning_curves
 from olives.runtime import Runtime, started
-from olives.serving import ServingModel, serving_rows
 from olives.tracking import Tracker, dvc_hash, git_commit
 from olives.training import TrainResult, fit
 
@@ -55,6 +54,7 @@ PARAMS = (
     "train.grad_clip",
     "train.patience",
     "train.monitor",
+    "train.calibrate",
     "train.amp",
     "train.channels_last",
     "train.compile",
@@ -62,6 +62,7 @@ PARAMS = (
     "train.augment",
 )
 HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the log, not DVC
+MODEL_TAGS = ("data_source", "backbone", "fusion", "loss", "git_commit")  # on the model version
 
 
 class LaunchError(InputError):
@@ -143,7 +144,13 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
 
 
 def run_name(params: Params) -> str:
-    return f"{params.model.fusion}-{params.loss.name}-s{params.seed}"
+    """`<dvc experiment>/<backbone>-<fusion>-<loss>-e<epochs>-s<seed>`: distinct per setting."""
+    name = (
+        f"{params.model.backbone}-{params.model.fusion}-{params.loss.name}"
+        f"-e{params.train.epochs}-s{params.seed}"
+    )
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{experiment}/{name}" if experiment else name
 
 
 def run_tags(params: Params) -> dict[str, Any]:
@@ -155,6 +162,7 @@ def run_tags(params: Params) -> dict[str, Any]:
         "backbone": params.model.backbone,
         "fusion": params.model.fusion,
         "loss": params.loss.name,
+        "dvc_exp": os.environ.get("DVC_EXP_NAME"),
     }
 
 
@@ -164,6 +172,7 @@ def save_model(params: Params, result: TrainResult, train: SplitData) -> Path:
         labels=params.labels,
         clinical=params.clinical,
         thresholds=tuple(float(t) for t in result.thresholds),
+        temperatures=tuple(float(t) for t in result.temperatures),
         clinical_stats=read_stats(Path(params.split.out_dir))["clinical"],
         image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
         resize=params.preprocess.resize,
@@ -178,8 +187,11 @@ def write_record(params: Params, result: TrainResult) -> dict[str, Any]:
     files = TrainFiles(reset_dir(params.train.report_dir))
     history = pd.DataFrame(result.state.history).drop(columns=list(HISTORY_TIMINGS))
     history.to_csv(files.history, index=False)
-    thresholds = dict(zip(params.labels, map(float, result.thresholds), strict=True))
-    write_json(files.thresholds, thresholds)
+    decisions = zip(params.labels, result.thresholds, result.temperatures, strict=True)
+    write_json(
+        files.thresholds,
+        {name: {"threshold": float(t), "temperature": float(k)} for name, t, k in decisions},
+    )
     result.val_table.to_csv(files.val_per_label)
     best = next(
         (h for h in result.state.history if h["epoch"] == result.state.best_epoch),
@@ -202,23 +214,55 @@ def mirror(tracker: Tracker, params: Params, model_path: Path, val: SplitData) -
         return
     files = TrainFiles(Path(params.train.report_dir))
     tracker.set_tags({"model_sha256": file_sha256(model_path)})
-    tracker.log_metrics({f"best_{k}": v for k, v in read_json(files.metrics).items()})
+    best = summary_metrics(read_json(files.metrics))
+    tracker.log_metrics(best)
     for path in (files.params, files.thresholds, files.val_per_label, files.history):
         tracker.log_artifact(path, "train")
     tracker.log_artifact(files.learning_curves, "train")
     tracker.log_artifact(Path(params.split.out_dir) / SUMMARY, "data")
     tracker.log_artifact(Path(params.data.report), "data")
     if params.tracking.log_model:
-        log_serving_model(tracker, model_path, val)
+        log_serving_model(tracker, params, model_path, val, best)
 
 
-def log_serving_model(tracker: Tracker, model_path: Path, val: SplitData) -> None:
-    """The saved model file, on the CPU, behind MLflow's flat-row interface."""
-    from mlflow.models import infer_signature
+def summary_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The training record under MLflow names: best_epoch, epochs_run, best_val_*."""
+    return {k if k in ("best_epoch", "epochs_run") else f"best_{k}": v for k, v in record.items()}
 
-    serving = ServingModel(ModelBundle.load(model_path, "cpu")).eval()
-    example = serving_rows(val, np.arange(min(2, len(val))))
-    with torch.no_grad():
-        output = serving(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, output)
-    tracker.log_model(serving, "model", signature=signature, input_example=example)
+
+def log_serving_model(
+    tracker: Tracker, params: Params, model_path: Path, val: SplitData, best: dict[str, Any]
+) -> None:
+    """The pyfunc model (`olives.serving`): the saved model file as its artifact, linked to
+    the best epoch's metrics, registered as `tracking.registered_model` with tags."""
+    from olives import serving
+
+    bundle = ModelBundle.load(model_path, "cpu")
+    info = tracker.log_pyfunc(
+        name="model",
+        python_model=str(Path(serving.__file__).with_name("mlflow_model.py")),
+        artifacts={serving.ARTIFACT: str(model_path)},
+        signature=serving.signature(bundle),
+        input_example=serving.example(png(val), bundle),
+        registered_model_name=params.tracking.registered_model,
+        step=max(bundle.best_epoch, 0),
+    )
+    if info is None:
+        return
+    tracker.set_tags({"model_id": info.model_id})
+    tracker.log_metrics(best, model_id=info.model_id)
+    version = info.registered_model_version
+    if version is not None and params.tracking.registered_model:
+        tags = {k: v for k, v in run_tags(params).items() if k in MODEL_TAGS}
+        tracker.tag_version(params.tracking.registered_model, str(version), tags)
+
+
+def png(data: SplitData) -> bytes:
+    """The split's first scan as PNG bytes (the MLflow input example)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(np.asarray(data.images[data.rows[0]])).save(buffer, format="PNG")
+    return buffer.getvalue()

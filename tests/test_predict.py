@@ -1,0 +1,232 @@
+"""`olives predict`: the training preprocessing on new scans, every input kind, bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from olives.cli import main
+from olives.config import ModelConfig
+from olives.data.decode import load_scan
+from olives.data.schema import olives_features
+from olives.data.shards import ShardWriter
+from olives.inference import predict_logits
+from olives.loader import BatchSource, SplitData
+from olives.models import ModelBundle, build_model
+from olives.predictor import Predictor, aggregate
+from olives.runtime import Runtime
+from olives.scans import Scan, read_scans
+
+CPU = Runtime(torch.device("cpu"))
+LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
+STATS = {
+    "BCVA": {"mean": 70.0, "std": 10.0, "median": 72.0},
+    "CST": {"mean": 300.0, "std": 50.0, "median": 290.0},
+}
+
+
+def png(seed: int, shape: tuple[int, int] = (64, 80), bits: int = 8) -> bytes:
+    rng = np.random.default_rng(seed)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    pixels = rng.integers(0, 2**bits, shape, dtype=dtype)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="tf_efficientnet_lite0", pretrained="none", fusion="concat")
+    model = build_model(cfg, len(LABELS), 2)
+    nn.init.normal_(model.head.weight, std=0.5)
+    bundle = ModelBundle(
+        model=model,
+        labels=LABELS,
+        clinical=("BCVA", "CST"),
+        thresholds=(0.5, 0.4, 0.6, 0.5, 0.3, 0.5),
+        clinical_stats=STATS,
+        image_size=(32, 32),
+        temperatures=(1.0, 2.0, 0.5, 1.0, 1.5, 1.0),
+    )
+    folder = tmp_path_factory.mktemp("model")
+    bundle.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir) -> Predictor:
+    return Predictor(ModelBundle.load(model_dir), CPU, batch_size=4, model_id="test")
+
+
+def test_scans_are_preprocessed_exactly_as_in_training(predictor):
+    blobs = [png(0), png(1, bits=16), png(2, shape=(100, 50))]
+    clinical = [{"BCVA": 60.0, "CST": 350.0}, {"BCVA": None, "CST": 280.0}, {}]
+    scans = [
+        Scan(f"s{i}", data=b, clinical=c)
+        for i, (b, c) in enumerate(zip(blobs, clinical, strict=True))
+    ]
+    table = predictor.predict(scans)
+
+    pixels = np.stack([load_scan(b, 32, 32, "stretch") for b in blobs])
+    z = [[-1.0, 1.0, 0, 0], [0.2, -0.4, 1, 0], [0.2, -0.2, 1, 1]]  # by hand: (v - mean) / std
+    data = SplitData(
+        pixels, np.arange(3), np.zeros((3, 6), np.float32), np.array(z, np.float32), pd.DataFrame()
+    )
+    bundle = predictor.bundle
+    logits = predict_logits(bundle.model, BatchSource(data, CPU), CPU, 4, amp=False).numpy()
+    expected = bundle.probabilities(logits)
+    got = table[[f"{n}_prob" for n in LABELS]].to_numpy()
+    np.testing.assert_allclose(got, expected.round(6), atol=1e-6)
+    assert table["BCVA_imputed"].tolist() == [0, 1, 1] and table["CST_imputed"].tolist() == [
+        0,
+        0,
+        1,
+    ]
+    decided = (expected >= bundle.threshold_array()).astype(int)
+    np.testing.assert_array_equal(table[[f"{n}_pred" for n in LABELS]].to_numpy(), decided)
+
+
+def test_a_folder_with_one_corrupt_file_goes_on(model_dir, tmp_path, caplog):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"scan{i}.png").write_bytes(png(i))
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(folder), "--model", str(model_dir), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 4
+    broken = table[table["source"].str.endswith("broken.png")]
+    assert broken["error"].str.contains("broken.png").all() and broken["B1_prob"].isna().all()
+    assert table.loc[table["error"].isna(), "B1_prob"].between(0, 1).all()
+    assert (table["model"].str.startswith("sha256:")).all()
+
+    (folder / "scan0.png").unlink()
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "empty.png").write_bytes(b"")
+    assert main(["predict", str(only_bad), "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "no scan could be read" in caplog.text and "empty.png" in caplog.text
+
+
+def test_imagefolder_metadata_gives_clinical_values_and_ids(predictor, tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png(i))
+    pd.DataFrame(
+        {
+            "file_name": ["0.png", "1.png", "2.png"],
+            "BCVA": [65, None, "n.a."],
+            "Patient_ID": ["01-037", "01-037", "hashed-9f"],
+            "eye": ["OD", "OD", "OS"],
+            "visit": ["W0", "W0", "W0"],
+        }
+    ).to_csv(tmp_path / "metadata.csv", index=False)
+    scans = list(read_scans([tmp_path], ("BCVA", "CST")))
+    assert [s.patient for s in scans] == ["01-037", "01-037", "hashed-9f"]
+    assert (
+        scans[2].error
+        == f"{tmp_path / 'metadata.csv'} line 4: column 'BCVA' is 'n.a.', not a number"
+    )
+    table = predictor.predict(scans)
+    assert table["BCVA"].tolist()[:2] == [65.0, pytest.approx(float("nan"), nan_ok=True)]
+    assert table["BCVA_imputed"].tolist()[:2] == [0, 1]
+
+
+def write_dicom(path: Path, frames: np.ndarray, laterality: str = "OD") -> str:
+    """A multi-frame Ophthalmic Tomography DICOM file, as pydicom writes it."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.PatientID, ds.ImageLaterality, ds.StudyDate = (
+        "OPT",
+        "P7",
+        laterality,
+        "20260101",
+    )
+    ds.NumberOfFrames, (ds.Rows, ds.Columns) = len(frames), frames.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    bits = frames.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SOPInstanceUID)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_dicom_volume_is_one_scan_per_frame(predictor, tmp_path, dtype):
+    frames = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, (5, 40, 60), dtype=dtype)
+    uid = write_dicom(tmp_path / "volume.dcm", frames)
+    scans = list(read_scans([tmp_path / "volume.dcm"], ("BCVA", "CST")))
+    assert [s.index for s in scans] == list(range(5))
+    assert {s.volume for s in scans} == {uid} and {s.eye for s in scans} == {"OD"}
+    table = predictor.predict(scans)
+    assert table["error"].isna().all()
+    by_volume = aggregate(table, "volume", predictor.bundle)
+    assert len(by_volume) == 1 and by_volume["scans"].item() == 5
+    for name in LABELS:
+        peak = table[f"{name}_prob"].max()
+        assert by_volume[f"{name}_prob"].item() == peak
+        assert by_volume[f"{name}_pred"].item() == int(table[f"{name}_pred"].max())
+
+
+def test_hub_parquet_rows_carry_patient_and_volume(predictor, tmp_path):
+    writer = ShardWriter(tmp_path / "hub", olives_features(), shard_rows=10)
+    for i in range(3):
+        row = {"Image": {"bytes": png(i), "path": f"TREX/P{i}/V1/OD/{i}.tif"}, "BCVA": 70.0}
+        writer.write(row | {"CST": None, "Eye_ID": 1.0, "Patient_ID": 200 + i})
+        row.update({n: 0.0 for n in LABELS})
+    writer.close()
+    table = predictor.predict(list(read_scans([tmp_path / "hub"], ("BCVA", "CST"))))
+    assert table["patient"].tolist() == ["200", "201", "202"]
+    assert table["volume"].tolist() == ["TREX/P0/V1/OD", "TREX/P1/V1/OD", "TREX/P2/V1/OD"]
+    assert table["CST_imputed"].tolist() == [1, 1, 1] and table["error"].isna().all()
+
+
+def test_real_olives_and_kermany_scans(shared_dir, model_dir, tmp_path):
+    tiff = shared_dir / "olives-reference/images/olives_bscan_504x496.tif"
+    kermany = shared_dir / "kermany-oct-sample"
+    out = tmp_path / "real.csv"
+    args = ["predict", str(tiff), str(kermany), "--model", str(model_dir), "--out", str(out)]
+    assert main([*args, "--by", "volume"]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 161 and table["error"].isna().all()
+    assert pd.read_csv(out.with_suffix(".volume.csv"))["scans"].sum() == 161
+
+
+def test_gradcam_writes_one_overlay_per_scan_and_biomarker(model_dir, tmp_path):
+    (tmp_path / "a.png").write_bytes(png(0))
+    (tmp_path / "b.png").write_bytes(png(1))
+    cams = tmp_path / "cams"
+    args = [str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--gradcam", str(cams)]
+    assert (
+        main(["predict", *args, "--model", str(model_dir), "--out", str(tmp_path / "o.csv")]) == 0
+    )
+    written = sorted(p.name for p in cams.glob("*.png"))
+    assert len(written) == 2 * len(LABELS) and all(n.endswith(".png") for n in written)
+
+
+def test_a_missing_or_foreign_model_is_one_line(tmp_path, caplog):
+    (tmp_path / "x.png").write_bytes(png(0))
+    (tmp_path / "foreign.safetensors").write_bytes(b"garbage")
+    for model in (tmp_path / "nope", tmp_path / "foreign.safetensors"):
+        args = ["predict", str(tmp_path / "x.png"), "--model", str(model)]
+        assert main([*args, "--out", str(tmp_path / "o.csv")]) == 1
+    assert "model file not found" in caplog.text and "not an olives model file" in caplog.text
