@@ -27,7 +27,6 @@ from olives.models import ModelBundle, build_model
 from olives.predictor import Predictor
 from olives.runtime import Runtime
 from olives.scans import Scan
-from olives.serving import OlivesModel
 from olives.stages import train as train_stage
 from olives.tracking import Tracker, TrackingUnavailableError, resolve_tracking_uri
 from olives.training import InitialLossError, TrainResult, fit
@@ -320,6 +319,8 @@ def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError("a serving model was built with tracking disabled")
+
+    from olives.serving import OlivesModel  # imports mlflow: here, not at the top (GPU image)
 
     monkeypatch.setattr(train_stage, "log_serving_model", refuse)
     monkeypatch.setattr(OlivesModel, "__init__", refuse)
