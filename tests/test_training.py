@@ -337,3 +337,17 @@ def test_tracker_failure_mid_run_loses_nothing(tmp_path, caplog):
         tracker._call("log_metric", "bad", object())  # an MLflow error mid-run
         tracker.log_metrics({"after": 2.0})  # skipped, no exception
     assert "MLflow logging failed" in caplog.text
+
+
+def test_ablation_cells_are_experiments_not_registered_models():
+    from olives.stages.ablate import cell_params
+
+    cell = cell_params(Params(), "image", "bce", 1)
+    assert cell.tracking.registered_model is None  # a grid cell can never become @champion
+    assert cell.tracking.experiment == "olives-biomarkers-paper"
+    assert (cell.model.fusion, cell.loss.name, cell.seed, cell.train.epochs) == (
+        "image",
+        "bce",
+        1,
+        3,
+    )

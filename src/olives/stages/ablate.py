@@ -2,7 +2,8 @@
 
 Each cell is the main pipeline's train and evaluate stages with the cell's fusion, loss and
 seed, `paper.epochs` epochs, writing under `paper.out_dir/runs/<cell>/` and logging to the
-`<experiment>-paper` MLflow experiment. One DVC matrix stage per cell, so finished cells are
+`<experiment>-paper` MLflow experiment; cells are not registered as models (so none can take
+the `champion` alias). One DVC matrix stage per cell, so finished cells are
 cached and `make paper` can be interrupted and resumed.
 """
 
@@ -48,8 +49,10 @@ def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
         loss=dataclasses.replace(params.loss, name=loss),
         train=cfg,
         evaluate=dataclasses.replace(params.evaluate, out_dir=str(folder / "eval")),
-        tracking=dataclasses.replace(
-            params.tracking, experiment=f"{params.tracking.experiment}-paper"
+        tracking=dataclasses.replace(  # a grid cell is an experiment, never a served model
+            params.tracking,
+            experiment=f"{params.tracking.experiment}-paper",
+            registered_model=None,
         ),
     )
 
