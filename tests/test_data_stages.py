@@ -48,15 +48,17 @@ def row(i: int, patient: int, data: bytes | None = None, labelled: bool = True) 
     }
 
 
-def write_hub_folder(root: Path, splits: dict[str, list[dict]]) -> Path:
-    """A folder in the Hugging Face repository layout, as `load_dataset` resolves the hub."""
+def write_hub_folder(root: Path, splits: dict[str, list[dict]], float_ids: bool = False) -> Path:
+    """A folder in the Hugging Face repository layout, as `load_dataset` resolves the hub
+    (`float_ids`: Patient_ID as float64, as the hub's dataset viewer shows it)."""
     (root / "biomarker_detection").mkdir(parents=True)
     (root / "README.md").write_text(
         "---\nconfigs:\n- config_name: biomarker_detection\n  data_files:\n"
         "  - split: train\n    path: biomarker_detection/train-*\n"
         "  - split: test\n    path: biomarker_detection/test-*\n---\n"
     )
-    features = Columns("Image", tuple(LABELS), ("BCVA", "CST"), "Patient_ID", "Eye_ID").features()
+    cols = Columns("Image", tuple(LABELS), ("BCVA", "CST"), "Patient_ID", "Eye_ID")
+    features = cols.features("float64" if float_ids else "int64")
     for split, rows in splits.items():
         with ShardWriter(root / "biomarker_detection", features, 7, prefix=split) as writer:
             writer.write_all(rows)
@@ -375,3 +377,95 @@ def test_failed_download_keeps_the_previous_raw_data(tmp_path, monkeypatch):
         download(good)
     assert sorted(p.name for p in (tmp_path / "raw/train").iterdir()) == before
     assert not (tmp_path / "raw.partial").exists()
+
+
+# --- real-world ids and hostile input (issue 11) ---------------------------------------------
+
+
+def clinic_folder(tmp_path: Path, **columns) -> Path:
+    """An ImageFolder as a clinic exports it: text patient ids, OD/OS eyes."""
+    folder = tmp_path / "clinic"
+    folder.mkdir(exist_ok=True)
+    n = len(next(iter(columns.values())))
+    for i in range(n):
+        (folder / f"{i}.png").write_bytes(png(i))
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "file_name": [f"{i}.png" for i in range(n)],
+            **{b: rng.integers(0, 2, n) for b in LABELS},
+            "BCVA": 70.0,
+            "CST": 300.0,
+            **columns,
+        }
+    )
+    frame.to_csv(folder / "metadata.csv", index=False)
+    return folder
+
+
+def test_text_patient_and_eye_ids_survive_to_the_splits(tmp_path):
+    patients = [f"01-0{i // 4:02d}" for i in range(16)] + ["0012"] * 4 + ["a9f3c1"] * 4
+    eyes = ["OD", "OS"] * 12
+    folder = clinic_folder(tmp_path, Patient_ID=patients, Eye_ID=eyes)
+    params = params_for(tmp_path, source="local", local={"path": str(folder)})
+    report = download(params)
+    assert report["splits"]["train"]["patients"] == 6
+    cols = Columns.from_params(params)
+    build_cache(Path(params.data.raw_dir), params.preprocess, cols)
+    _, index = open_cache(tmp_path / "cache")
+    assert set(index["Patient_ID"]) == set(patients)  # leading zeros and dashes kept
+    assert set(index["eye"]) == {"OD", "OS"}
+    out, _, summary = make_splits(index, params.split, cols, seed=0)
+    listed = [p for part in summary["splits"].values() for p in part["patients"]]
+    assert sorted(listed) == sorted(set(patients))
+    assert out.groupby("Patient_ID")["split"].nunique().max() == 1
+
+
+def test_a_label_that_is_not_0_1_or_blank_names_file_column_and_line(tmp_path):
+    folder = clinic_folder(tmp_path, Patient_ID=[1, 2, 3])
+    frame = pd.read_csv(folder / "metadata.csv")
+    frame.loc[1, "B4"] = 2
+    frame.to_csv(folder / "metadata.csv", index=False)
+    params = params_for(tmp_path, source="local", local={"path": str(folder)})
+    with pytest.raises(SchemaError, match=r"metadata.csv line 3: label 'B4' is 2.0; expected 0, 1"):
+        download(params)
+
+
+def test_a_listed_image_that_is_absent_is_reported_with_its_path(tmp_path):
+    folder = clinic_folder(tmp_path, Patient_ID=[1, 1, 2, 2])
+    (folder / "2.png").unlink()
+    report = download(params_for(tmp_path, source="local", local={"path": str(folder)}))
+    assert report["missing_files"] == {
+        "count": 1,
+        "first": [{"line": 4, "path": str(folder / "2.png")}],
+    }
+    assert report["splits"]["train"]["rows"] == 3
+
+
+def test_hub_float_ids_and_patients_read_from_recovery_paths(tmp_path):
+    train = [row(i, patient=i // 4) for i in range(16)]
+    for r in train:
+        r["Patient_ID"] = float(r["Patient_ID"])  # the hub viewer's float64
+    test = [
+        row(100 + i, patient=7)
+        | {"Image": {"bytes": png(100 + i), "path": f"RECOVERY/OCT/01-0{i // 3:02d}/W0/OS/{i}.tif"}}
+        for i in range(9)
+    ]
+    hub = write_hub_folder(tmp_path / "hub", {"train": train, "test": test}, float_ids=True)
+    params = params_for(tmp_path, source="huggingface", huggingface={"repo_id": str(hub)})
+    report = download(params)
+    assert report["patients_from_paths"] == {"test": {"path_component": 2, "patients": 3}}
+    assert report["splits"]["test"]["patients"] == 3 and not report["splits"]["test"]["warnings"]
+    assert report["splits"]["train"]["patients"] == 4
+
+
+def test_a_non_integral_id_is_an_error_naming_the_row(tmp_path):
+    train = [row(i, patient=i // 4) for i in range(8)]
+    train[5]["Patient_ID"] = 2.5
+    test = [row(50 + i, patient=50) for i in range(2)]
+    hub = write_hub_folder(tmp_path / "hub", {"train": train, "test": test}, float_ids=True)
+    params = params_for(tmp_path, source="huggingface", huggingface={"repo_id": str(hub)})
+    with pytest.raises(
+        SchemaError, match=r"\[biomarker_detection/train\] row 5: column 'Patient_ID' is 2.5"
+    ):
+        download(params)

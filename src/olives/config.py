@@ -146,6 +146,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-2
+    layer_decay: float | None = None
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0

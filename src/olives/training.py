@@ -162,6 +162,8 @@ def build_loop(
     train_model = torch.compile(wrapped) if cfg.compile else wrapped
     on_device = use_device_cache(cfg.device_cache, runtime, data["train"].nbytes)
     extra = {"fused": True} if runtime.cuda else {}
+    if cfg.layer_decay is not None:
+        extra["layer_decay"] = cfg.layer_decay
     optimizer = create_optimizer_v2(net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
     steps = steps_per_epoch(len(data["train"]), cfg.batch_size, runtime.world_size)
     return Loop(

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from olives.config import PreprocessConfig
 from olives.data.decode import DecodeError, load_scan
+from olives.data.ids import uniform
 from olives.data.schema import Columns, check_schema
 from olives.errors import InputError
 from olives.io import reset_dir
@@ -52,7 +53,7 @@ def list_raw(raw_dir: Path, cols: Columns) -> list[RawFile]:
     files = []
     for path in sorted(Path(raw_dir).glob("*/*.parquet")):
         meta = pq.ParquetFile(path)
-        check_schema(meta.schema_arrow, cols.features(), str(path))
+        check_schema(meta.schema_arrow, cols.features(), str(path), cols.ids)
         files.append(RawFile(path.parent.name, path, meta.metadata.num_rows))
     if not files:
         raise FileNotFoundError(f"no parquet shard under {raw_dir}/<split>/: run `olives download`")
@@ -159,7 +160,8 @@ def _finish_index(index: pd.DataFrame, cols: Columns) -> pd.DataFrame:
         raise DecodeError("no image could be decoded: see skipped.csv")
     index["labelled"] = index[list(cols.labels)].notna().all(axis=1)
     index["dup_group"] = index.groupby("sha1")["row"].transform("min").astype(np.int64)
-    index["eye"] = index["eye"].astype("float64")
+    index[cols.patient] = uniform(index[cols.patient])
+    index["eye"] = uniform(index["eye"])
     return index
 
 

@@ -54,8 +54,15 @@ class Columns:
             params.eye_column,
         )
 
-    def features(self) -> Features:
-        return olives_features(self.labels, self.clinical, self.image, self.patient, self.eye)
+    def features(self, patient_type: str = "int64", eye_type: str = "float64") -> Features:
+        return olives_features(
+            self.labels, self.clinical, self.image, self.patient, self.eye, patient_type, eye_type
+        )
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The id columns, which may hold integers, integral floats or text."""
+        return (self.patient, self.eye) if self.eye else (self.patient,)
 
     def is_labelled(self, row: dict[str, Any]) -> bool:
         """A row is labelled when none of its label cells is null."""
@@ -68,21 +75,27 @@ def olives_features(
     image_column: str = "Image",
     patient_column: str = "Patient_ID",
     eye_column: str | None = "Eye_ID",
+    patient_type: str = "int64",
+    eye_type: str = "float64",
 ) -> Features:
-    """Features in the hub's column order: Image, labels, clinical, Eye_ID, Patient_ID."""
+    """Features in the hub's column order: Image, labels, clinical, Eye_ID, Patient_ID. The
+    hub's id types by default; `"string"` for sources whose ids are text."""
     from datasets import Features, Image, Value
 
     cols: dict = {image_column: Image()}
     cols.update({name: Value("float64") for name in labels})
     cols.update({name: Value("float64") for name in clinical})
     if eye_column:
-        cols[eye_column] = Value("float64")
-    cols[patient_column] = Value("int64")
+        cols[eye_column] = Value(eye_type)
+    cols[patient_column] = Value(patient_type)
     return Features(cols)
 
 
-def check_schema(schema: pa.Schema, expected: Features, where: str) -> None:
-    """Raise `SchemaError` naming every missing or mistyped column of `schema`."""
+def check_schema(
+    schema: pa.Schema, expected: Features, where: str, ids: Sequence[str] = ()
+) -> None:
+    """Raise `SchemaError` naming every missing or mistyped column of `schema`. The `ids`
+    columns may be integers, floats (integral values are checked row by row) or text."""
     want = expected.arrow_schema
     problems = []
     for name in want.names:
@@ -90,10 +103,21 @@ def check_schema(schema: pa.Schema, expected: Features, where: str) -> None:
             problems.append(f"missing column '{name}'")
             continue
         got, need = schema.field(name).type, want.field(name).type
+        if name in ids and _is_id_type(got):
+            continue
         if not _compatible(got, need):
             problems.append(f"column '{name}' has type {got}, expected {need}")
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
+
+
+def _is_id_type(got: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(got)
+        or pa.types.is_floating(got)
+        or pa.types.is_string(got)
+        or pa.types.is_large_string(got)
+    )
 
 
 def _compatible(got: pa.DataType, need: pa.DataType) -> bool:

@@ -7,15 +7,18 @@ at a time. The source is always explicit (`data.source`): nothing falls back sil
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from olives.config import Params
+from olives.data.ids import normalise_id, subject_component, subject_from_path
 from olives.data.schema import Columns, SchemaError, check_schema
 from olives.data.shards import ShardWriter
 from olives.errors import InputError
@@ -41,8 +44,10 @@ def download(params: Params) -> dict[str, Any]:
     cols = Columns.from_params(params)
     final = Path(cfg.raw_dir)
     raw_dir = reset_dir(final.with_name(final.name + ".partial"))
+    missing: list[dict[str, Any]] = []
     try:
-        _fetch(params, cols, raw_dir)
+        _fetch(params, cols, raw_dir, missing)
+        derived = derive_patients(raw_dir, cols)
         info = describe_raw(raw_dir, cols)
     except BaseException:
         shutil.rmtree(raw_dir, ignore_errors=True)
@@ -51,10 +56,14 @@ def download(params: Params) -> dict[str, Any]:
         shutil.rmtree(final)
     raw_dir.rename(final)
     info["source"] = cfg.source
+    if derived:
+        info["patients_from_paths"] = derived
+    if missing:
+        info["missing_files"] = {"count": len(missing), "first": missing[:20]}
     return info
 
 
-def _fetch(params: Params, cols: Columns, raw_dir: Path) -> None:
+def _fetch(params: Params, cols: Columns, raw_dir: Path, missing: list[dict[str, Any]]) -> None:
     cfg = params.data
     if cfg.source == "synthetic":
         from olives.data import synthetic
@@ -72,7 +81,7 @@ def _fetch(params: Params, cols: Columns, raw_dir: Path) -> None:
         )
     elif cfg.source == "local":
         write_splits(
-            local_rows(Path(cfg.local.path), cols, cfg.local.split_column),
+            local_rows(Path(cfg.local.path), cols, cfg.local.split_column, missing),
             raw_dir,
             cols,
             cfg.include_unlabeled,
@@ -88,24 +97,27 @@ def _fetch(params: Params, cols: Columns, raw_dir: Path) -> None:
 
 
 def write_splits(
-    rows: Iterable[tuple[str, dict[str, Any]]],
+    rows: Iterable[tuple[str, dict[str, Any], str]],
     raw_dir: Path,
     cols: Columns,
     include_unlabeled: bool,
     shard_rows: int,
 ) -> dict[str, int]:
-    """Stream `(split, row)` pairs into one ShardWriter per split; unlabeled rows are dropped
-    unless `include_unlabeled` (rows not kept are not stored at all)."""
-    features = cols.features()
+    """Stream `(split, row, where)` into one ShardWriter per split; unlabeled rows are dropped
+    unless `include_unlabeled` (rows not kept are not stored at all). Every row is checked
+    first: labels 0, 1 or blank, ids integral or text (`where` names the row in errors)."""
     writers: dict[str, ShardWriter] = {}
     dropped = 0
-    for split, row in rows:
+    for split, row, where in rows:
+        row = checked_row(row, cols, where)
         if not include_unlabeled and not cols.is_labelled(row):
             dropped += 1
             continue
         if split not in writers:
-            writers[split] = ShardWriter(raw_dir / split, features, shard_rows)
-        writers[split].write({name: row.get(name) for name in features})
+            writers[split] = ShardWriter(raw_dir / split, features_for(row, cols), shard_rows)
+        writer = writers[split]
+        _check_id_types(row, cols, writer, where)
+        writer.write({name: row.get(name) for name in writer.schema.names})
     for writer in writers.values():
         writer.close()
     if not writers:
@@ -113,12 +125,41 @@ def write_splits(
     return {split: w.rows_written for split, w in writers.items()} | {"dropped": dropped}
 
 
+def checked_row(row: dict[str, Any], cols: Columns, where: str) -> dict[str, Any]:
+    """Labels in {0, 1, blank}; ids as ints (integral numbers) or text."""
+    for name in cols.labels:
+        value = row.get(name)
+        blank = value is None or (isinstance(value, float) and math.isnan(value))
+        if not blank and (isinstance(value, bool) or value not in (0, 1)):
+            raise SchemaError(f"{where}: label '{name}' is {value!r}; expected 0, 1 or blank")
+    row = dict(row)
+    row[cols.patient] = normalise_id(row.get(cols.patient), cols.patient, where)
+    if cols.eye and row.get(cols.eye) is not None:
+        row[cols.eye] = normalise_id(row[cols.eye], cols.eye, where)
+    return row
+
+
+def features_for(row: dict[str, Any], cols: Columns) -> Any:
+    """The hub schema, with text id columns when this source's ids are text."""
+    patient = "string" if isinstance(row[cols.patient], str) else "int64"
+    eye = "string" if cols.eye and isinstance(row.get(cols.eye), str) else "float64"
+    return cols.features(patient, eye)
+
+
+def _check_id_types(row: dict[str, Any], cols: Columns, writer: ShardWriter, where: str) -> None:
+    for name in cols.ids:
+        value, want = row.get(name), writer.schema.field(name).type
+        if value is not None and isinstance(value, str) != (want == pa.string()):
+            kind = "text" if isinstance(value, str) else "a number"
+            raise SchemaError(f"{where}: column '{name}' is {kind} ({value!r}) unlike earlier rows")
+
+
 # ---------------------------------------------------------------------------------------------
 # Hugging Face
 # ---------------------------------------------------------------------------------------------
 
 
-def huggingface_rows(cfg: Any, cols: Columns) -> Iterator[tuple[str, dict[str, Any]]]:
+def huggingface_rows(cfg: Any, cols: Columns) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Stream rows of each split from the hub (or a local folder in the hub's layout).
 
     Streaming keeps memory bounded: the 15 GB config never sits in memory or in the
@@ -140,12 +181,11 @@ def huggingface_rows(cfg: Any, cols: Columns) -> Iterator[tuple[str, dict[str, A
                 f"data.huggingface: cannot load {cfg.repo_id!r} config "
                 f"{cfg.config!r} split {split!r}: {exc}"
             ) from exc
-        check_schema(
-            stream.features.arrow_schema, cols.features(), f"{cfg.repo_id} [{cfg.config}/{split}]"
-        )
+        where = f"{cfg.repo_id} [{cfg.config}/{split}]"
+        check_schema(stream.features.arrow_schema, cols.features(), where, cols.ids)
         stream = stream.cast_column(cols.image, datasets.Image(decode=False))
-        for row in stream:
-            yield split, row
+        for i, row in enumerate(stream):
+            yield split, row, f"{where} row {i}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,14 +194,17 @@ def huggingface_rows(cfg: Any, cols: Columns) -> Iterator[tuple[str, dict[str, A
 
 
 def local_rows(
-    path: Path, cols: Columns, split_column: str | None
-) -> Iterator[tuple[str, dict[str, Any]]]:
+    path: Path,
+    cols: Columns,
+    split_column: str | None,
+    missing_files: list[dict[str, Any]] | None = None,
+) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Rows of an ImageFolder (`metadata.csv` + images) or of a folder of parquet files."""
     if not path.is_dir():
         raise SourceError(f"data.local.path: folder not found: {path}. " + OFFLINE_HINT)
     metadata = path / "metadata.csv"
     if metadata.is_file():
-        yield from imagefolder_rows(path, metadata, cols, split_column)
+        yield from imagefolder_rows(path, metadata, cols, split_column, missing_files)
         return
     files = sorted(path.rglob("*.parquet"))
     if not files:
@@ -171,47 +214,64 @@ def local_rows(
 
 
 def imagefolder_rows(
-    root: Path, metadata: Path, cols: Columns, split_column: str | None
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    table = pd.read_csv(metadata)
+    root: Path,
+    metadata: Path,
+    cols: Columns,
+    split_column: str | None,
+    missing_files: list[dict[str, Any]] | None = None,
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Rows of `metadata.csv`. Ids are read as text (leading zeros and `01-037` survive;
+    plain integers become ints); a listed image that is absent is not stored but appended to
+    `missing_files` with its line and path."""
+    ids = [c for c in cols.ids if c]
+    table = pd.read_csv(metadata, dtype={c: str for c in ids})
     need = ["file_name", *cols.labels, *cols.clinical, cols.patient]
     if split_column:
         need.append(split_column)
-    missing = [c for c in need if c not in table.columns]
-    if missing:
-        raise SchemaError(f"{metadata}: missing column(s) {', '.join(map(repr, missing))}")
-    _check_numeric(table, [*cols.labels, *cols.clinical, cols.patient], metadata)
+    absent = [c for c in need if c not in table.columns]
+    if absent:
+        raise SchemaError(f"{metadata}: missing column(s) {', '.join(map(repr, absent))}")
+    _check_numeric(table, [*cols.labels, *cols.clinical], metadata)
     for i, rec in enumerate(table.to_dict("records")):
-        image_path = root / rec["file_name"]
+        where = f"{metadata} line {i + 2}"
+        image_path = root / str(rec["file_name"])
         try:
             data = image_path.read_bytes()
         except OSError:
-            # Kept as an empty image: preprocess reports it as corrupt, naming the file.
-            data = b""
+            if missing_files is not None:
+                missing_files.append({"line": i + 2, "path": str(image_path)})
+            continue
         row = {name: none_if_nan(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
         row[cols.image] = {"bytes": data, "path": str(rec["file_name"])}
-        row[cols.patient] = int(rec[cols.patient])
-        if cols.eye:
-            row[cols.eye] = none_if_nan(rec.get(cols.eye))
+        for name in ids:
+            row[name] = _id_text(rec.get(name))
         split = str(rec[split_column]) if split_column else "train"
         if split not in ("train", "test"):
-            raise SchemaError(
-                f"{metadata}: row {i + 2}: {split_column}={split!r} is not 'train' or 'test'"
-            )
-        yield split, row
+            raise SchemaError(f"{where}: {split_column}={split!r} is not 'train' or 'test'")
+        yield split, row, where
+
+
+def _id_text(value: Any) -> int | str | None:
+    """A text id from a CSV: a plain integer (no sign, no leading zero) becomes an int."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return int(text) if text.isdigit() and str(int(text)) == text else text
 
 
 def parquet_rows(
     file: Path, cols: Columns, split_column: str | None, root: Path
-) -> Iterator[tuple[str, dict[str, Any]]]:
+) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Parquet files: split from `split_column`, else from a `train/` or `test/` folder or
     a `train-*`/`test-*` file name (the hub layout), else 'train'."""
     reader = pq.ParquetFile(file)
-    check_schema(reader.schema_arrow, cols.features(), str(file))
+    check_schema(reader.schema_arrow, cols.features(), str(file), cols.ids)
     split = _split_from_path(file.relative_to(root))
+    number = 0
     for batch in reader.iter_batches(batch_size=64, use_threads=False):
         for row in batch.to_pylist():
-            yield (str(row[split_column]) if split_column else split), row
+            yield (str(row[split_column]) if split_column else split), row, f"{file} row {number}"
+            number += 1
 
 
 def _split_from_path(relative: Path) -> str:
@@ -235,8 +295,41 @@ def _check_numeric(table: pd.DataFrame, columns: list[str], where: Path) -> None
 
 
 # ---------------------------------------------------------------------------------------------
-# The data report
+# Patients from image paths, and the data report
 # ---------------------------------------------------------------------------------------------
+
+
+def derive_patients(raw_dir: Path, cols: Columns) -> dict[str, dict[str, Any]]:
+    """For each split whose patient id is constant while its image paths name subjects (the
+    hub's RECOVERY test split), rewrite the shards with the subject read from the paths (see
+    `olives.data.ids`). Returns, per such split, the path component used and the patients."""
+    derived = {}
+    for split_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir()):
+        files = sorted(split_dir.glob("*.parquet"))
+        read = [f"{cols.image}.path", cols.patient]
+        table = pd.concat([pq.read_table(f, columns=read).to_pandas() for f in files])
+        if table[cols.patient].nunique() != 1 or len(table) < 2:
+            continue
+        component = subject_component(table["path"].astype(str).tolist())
+        if component is None:
+            continue
+        for file in files:
+            _rewrite_patients(file, cols, component)
+        subjects = {subject_from_path(p, component) for p in table["path"].astype(str)}
+        derived[split_dir.name] = {"path_component": component, "patients": len(subjects)}
+    return derived
+
+
+def _rewrite_patients(file: Path, cols: Columns, component: int) -> None:
+    table = pq.read_table(file)
+    paths = table.column(cols.image).combine_chunks().field("path").to_pylist()
+    ids = pa.array([subject_from_path(p, component) for p in paths], pa.string())
+    index = table.schema.get_field_index(cols.patient)
+    table = table.set_column(index, pa.field(cols.patient, pa.string()), ids)
+    eye = table.schema.field(cols.eye).type if cols.eye else None
+    eye_type = "string" if eye is not None and pa.types.is_string(eye) else "float64"
+    schema = cols.features("string", eye_type).arrow_schema
+    pq.write_table(table.cast(schema), file)
 
 
 def describe_raw(raw_dir: Path, cols: Columns) -> dict[str, Any]:
@@ -248,7 +341,7 @@ def describe_raw(raw_dir: Path, cols: Columns) -> dict[str, Any]:
         read = [f"{cols.image}.path", cols.patient, *cols.labels] + ([cols.eye] if cols.eye else [])
         frames = []
         for file in sorted(split_dir.glob("*.parquet")):
-            check_schema(pq.read_schema(file), cols.features(), str(file))
+            check_schema(pq.read_schema(file), cols.features(), str(file), cols.ids)
             frames.append(pq.read_table(file, columns=read).to_pandas())
         table = pd.concat(frames, ignore_index=True)
         labelled = table[list(cols.labels)].notna().all(axis=1)

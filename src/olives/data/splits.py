@@ -20,6 +20,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from olives.config import ConfigError, SplitConfig
+from olives.data.ids import plain
 from olives.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def split_summary(
         prevalence = y[mask].mean(axis=0)
         patients = rows.loc[mask, patient_column]
         out["splits"][name] = {
-            "patients": sorted(int(p) for p in patients.unique()),
+            "patients": sorted(plain(p) for p in patients.unique()),
             "n_patients": int(patients.nunique()),
             "n_rows": int(mask.sum()),
             "prevalence": _rounded(labels, prevalence),

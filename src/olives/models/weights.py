@@ -114,3 +114,82 @@ def load_package_weights(model: nn.Module, name: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     depths = [len(stage) for stage in model.blocks]  # type: ignore[union-attr]
     model.load_state_dict(map_efficientnet_pytorch_keys(state, depths), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision-transformer checkpoints: timm, MAE (RETFound) and DINOv2 layouts
+# ---------------------------------------------------------------------------------------------
+
+# Keys of pre-training heads that a classifier backbone does not have.
+_DROPPED_PREFIXES = (
+    "decoder_",  # MAE decoder (decoder_embed, decoder_blocks, decoder_norm, decoder_pred ...)
+    "decoder.",
+    "mask_token",  # MAE / DINOv2 masking
+    "head.",  # the pre-training classifier (the backbone has num_classes=0)
+    "dino_head.",  # DINOv2 projection heads
+    "ibot_head.",
+)
+
+
+def vit_state(checkpoint: Mapping[str, object]) -> tuple[str, dict[str, torch.Tensor]]:
+    """The layout and the backbone's state dict of a ViT checkpoint:
+
+    - `mae`: RETFound's MAE checkpoints, weights under `model`;
+    - `dinov2`: DINOv2 training checkpoints, the teacher under `teacher`, keys prefixed
+      `backbone.` (blocks possibly in chunks, `blocks.<chunk>.<i>`);
+    - `state_dict`: weights under `state_dict`;
+    - `plain`: the dict is the state dict (timm's own files).
+    """
+    if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
+        return "mae", dict(checkpoint["model"])
+    if "teacher" in checkpoint and isinstance(checkpoint["teacher"], Mapping):
+        teacher = checkpoint["teacher"]
+        return "dinov2", {
+            k.removeprefix("backbone."): v for k, v in teacher.items() if k.startswith("backbone.")
+        }
+    if "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
+        return "state_dict", dict(checkpoint["state_dict"])
+    return "plain", {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+
+
+def map_vit_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop pre-training heads, strip `module.`, flatten DINOv2 block chunks."""
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith(_DROPPED_PREFIXES):
+            continue
+        parts = key.split(".")
+        if parts[0] == "blocks" and len(parts) > 3 and parts[1].isdigit() and parts[2].isdigit():
+            key = ".".join(["blocks", parts[2], *parts[3:]])  # blocks.<chunk>.<i> -> blocks.<i>
+        mapped[key] = value
+    return mapped
+
+
+def load_vit_checkpoint(model: nn.Module, path: Path) -> str:
+    """Load a ViT checkpoint into timm `model` strictly (all but the classifier `head`, which the
+    backbone drops); position embeddings are resampled to the model's grid. Returns the layout.
+    Any missing, extra or misshapen key is an error naming it."""
+    from timm.layers import resample_abs_pos_embed
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, Mapping):
+        raise WeightsUnavailableError(f"{path}: not a checkpoint (a dict of tensors)")
+    layout, state = vit_state(checkpoint)
+    state = map_vit_keys(state)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise WeightsUnavailableError(
+            f"{path} ({layout} layout) does not fit {type(model).__name__}: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}, other shapes {sorted(shapes)[:5]}"
+        )
+    model.load_state_dict(state, strict=False)  # only head.* is left as initialised (checked)
+    return layout

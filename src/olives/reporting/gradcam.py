@@ -1,56 +1,72 @@
-"""Grad-CAM (Selvaraju et al. 2017) for one biomarker logit of `BiomarkerNet`.
+"""Grad-CAM for one biomarker logit of `BiomarkerNet`, through the `grad-cam` package
+(pytorch-grad-cam), for CNNs and transformers alike.
 
-The target is the backbone's last feature map: timm models compute
-`forward(x) = forward_head(forward_features(x))`, so `forward_features` is wrapped on the
-instance for one forward pass to capture its output. The full model (grey input, fusion, head)
-runs unchanged, hence the map explains the real logit, clinical branch included. Grad-CAM
-needs a spatial map: a backbone whose features are not [B, C, h, w] (e.g. ViT tokens) is
-rejected with a clear error, as is the image-less `clinical` fusion.
+The full model (grey input, fusion, head) runs unchanged with the scan's clinical values, so a
+map explains the real logit. The target layer is the backbone's last feature stage (timm's
+`feature_info`); for ViT-family backbones (ViT, EVA, DeiT, RETFound) it is the input norm of the
+last block, because a class-token model's last block output carries no gradient to the patch
+tokens. Token or channels-last activations are reshaped to [B, C, h, w] first. A map is
+all-zero when no activation supports a positive logit; `empty_reason` says so in words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import matplotlib
 import numpy as np
 import torch
-import torch.nn.functional as F
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+Reshape = Callable[[torch.Tensor], torch.Tensor]
 
-@contextmanager
-def capture_features(backbone: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of `backbone.forward_features` under key 'features' while active."""
-    if not callable(getattr(backbone, "forward_features", None)):
-        raise ValueError(
-            f"backbone {type(backbone).__name__} has no forward_features: "
-            "Grad-CAM needs a timm-style backbone"
-        )
-    store: dict[str, torch.Tensor] = {}
-    own = vars(backbone).get("forward_features")  # an instance attribute to restore, if any
-    original = backbone.forward_features
 
-    def wrapped(*args: object, **kwargs: object) -> torch.Tensor:
-        store["features"] = original(*args, **kwargs)
-        return store["features"]
+class _ImageOnly(nn.Module):
+    """The model as a function of the images alone, the clinical values held fixed."""
 
-    backbone.forward_features = wrapped
-    try:
-        yield store
-    finally:
-        if own is None:
-            del backbone.forward_features
-        else:
-            backbone.forward_features = own
+    def __init__(self, model: nn.Module, clinical: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.clinical = clinical
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, self.clinical)
+
+
+def target_layer(backbone: nn.Module) -> tuple[nn.Module, Reshape | None]:
+    """The layer to explain and how to turn its output into [B, C, h, w]."""
+    blocks = getattr(backbone, "blocks", None)
+    patch_embed = getattr(backbone, "patch_embed", None)
+    if blocks is not None and patch_embed is not None and hasattr(blocks[-1], "norm1"):
+        grid = tuple(patch_embed.grid_size)
+        prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+        return blocks[-1].norm1, lambda t: _tokens_to_map(t, grid, prefix)
+    info = getattr(backbone, "feature_info", None)
+    if not info:
+        raise ValueError(f"{type(backbone).__name__} has no feature_info: not a timm backbone")
+    last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
+    channels = int(last["num_chs"])
+    return backbone.get_submodule(last["module"]), lambda t: _channels_first(t, channels)
+
+
+def _tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+    patches = tokens[:, prefix : prefix + grid[0] * grid[1]]
+    return patches.reshape(tokens.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
+
+
+def _channels_first(features: torch.Tensor, channels: int) -> torch.Tensor:
+    if features.dim() == 4 and features.shape[1] != channels and features.shape[-1] == channels:
+        return features.permute(0, 3, 1, 2)  # NHWC stages (Swin)
+    return features
 
 
 def grad_cam(
     model: nn.Module, images: torch.Tensor, clinical: torch.Tensor | None, label: int
 ) -> np.ndarray:
-    """Maps [B, H, W] in [0, 1] (each scaled by its own maximum; all-zero when no activation
-    supports the logit) for logit `label`, at the size of `images` [B, 1, H, W]."""
+    """Maps [B, H, W] in [0, 1] (min-max scaled per scan by grad-cam) for logit `label`, at
+    the size of `images` [B, 1, H, W]; all-zero where nothing supports a positive logit."""
     backbone = getattr(model, "backbone", None)
     if backbone is None:
         raise ValueError("model has no image backbone (fusion 'clinical'): no Grad-CAM possible")
@@ -58,23 +74,23 @@ def grad_cam(
     if num_labels is not None and not 0 <= label < num_labels:
         raise ValueError(f"label index {label} out of range for {num_labels} labels")
     model.eval()
-    # A leaf that requires grad keeps the graph alive even if the weights are frozen.
-    x = images.detach().float().clone().requires_grad_(True)
-    with torch.enable_grad(), capture_features(backbone) as store:
-        logits = model(x, clinical)
-    features = store["features"]
-    if features.dim() != 4:
-        raise ValueError(
-            f"Grad-CAM needs a [B, C, h, w] feature map, the backbone gives {tuple(features.shape)}"
+    layer, reshape = target_layer(backbone)
+    wrapped = _ImageOnly(model, clinical)
+    with GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
+        maps = cam(
+            input_tensor=images.detach().float(),
+            targets=[ClassifierOutputTarget(label)] * len(images),
         )
-    (grads,) = torch.autograd.grad(logits[:, label].sum(), features)
-    weights = grads.float().mean(dim=(2, 3), keepdim=True)  # one weight per channel
-    cam = torch.relu((weights * features.float()).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
-    cam = cam[:, 0].clamp_min(0)
-    peak = cam.amax(dim=(1, 2), keepdim=True)
-    cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
-    return cam.detach().cpu().numpy().clip(0.0, 1.0)
+    return np.clip(np.nan_to_num(maps), 0.0, 1.0)
+
+
+def empty_reason(cam: np.ndarray | None, backbone: bool = True) -> str | None:
+    """Why an overlay shows no heat, in words (None when it shows some)."""
+    if not backbone:
+        return "the model uses clinical values only: no image feeds the logit"
+    if cam is None or not np.any(cam > 0):
+        return "no image region supports a positive logit (Grad-CAM is zero everywhere)"
+    return None
 
 
 def overlay(

@@ -49,6 +49,7 @@ PARAMS = (
     "train.batch_size",
     "train.lr",
     "train.weight_decay",
+    "train.layer_decay",
     "train.warmup_epochs",
     "train.min_lr_ratio",
     "train.grad_clip",
@@ -106,7 +107,8 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
     )
     prevalence = data["train"].labels.mean(axis=0)
     torch.manual_seed(params.seed)  # the initial weights of any layer not pretrained
-    model = build_model(params.model, len(params.labels), len(params.clinical))
+    size = (int(data["train"].images.shape[1]), int(data["train"].images.shape[2]))
+    model = build_model(params.model, len(params.labels), len(params.clinical), size)
     model.init_head_bias(prevalence)
     checkpoint = None
     if cfg.resume:
