@@ -102,3 +102,32 @@ def test_grad_cam_explains_transformers_and_cnns(backbone):
     cams = grad_cam(model, images, torch.zeros(2, 4), label=2)
     assert cams.shape == (2, 64, 64) and np.isfinite(cams).all()
     assert cams.min() >= 0 and cams.max() <= 1
+
+
+def test_report_builds_for_a_vit_backbone_on_the_tiny_preset(tmp_path):
+    """The whole pipeline with a ViT (1-channel scans, Grad-CAM on tokens) in a scratch copy."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from test_pipeline import REPO, TINY, merge
+
+    vit = {"model": {"backbone": VIT, "pretrained": "none"}, "tracking": {"enabled": False}}
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), {**TINY, **vit})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("download", "preprocess", "split", "train", "evaluate", "report"):
+        done = subprocess.run(
+            [sys.executable, "-m", "olives", stage],
+            cwd=tmp_path,
+            env=os.environ,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{stage}: {done.stderr[-2000:]}"
+    report = (tmp_path / "reports/report.md").read_text()
+    assert f"`{VIT}`" in report and "Grad-CAM of that biomarker's logit" in report
+    gallery = sorted(p.name for p in (tmp_path / "reports/figures/report").glob("*.png"))
+    assert gallery == [f"B{i}_errors.png" for i in range(1, 7)]

@@ -30,7 +30,7 @@ from olives.layout import EvaluateFiles, ReportFiles, TrainFiles
 from olives.metrics import image_f1_scores
 from olives.models import ModelBundle
 from olives.reporting import figures
-from olives.reporting.gradcam import grad_cam, overlay
+from olives.reporting.gradcam import empty_reason, grad_cam, overlay
 from olives.reporting.tables import (
     fmt,
     fmt_ci,
@@ -513,6 +513,8 @@ def gallery_figure(
             tag = ("FP" if kind == "fp" else "FN") if wrong else ("TN" if kind == "fp" else "TP")
             patient = rec[inputs.params.patient_column]
             caption = f"{tag} p={rec[f'{label}_prob']:.3f}\npatient {patient}"
+            if cams is not None and empty_reason(cams[k]):
+                caption += "\nGrad-CAM empty: no region supports a positive"
             panels.append((overlay(pixels[k], None if cams is None else cams[k]), caption))
         rows[title] = panels
     cam_note = "Grad-CAM overlay" if model.backbone is not None else "no Grad-CAM (clinical model)"
@@ -635,8 +637,9 @@ def error_section(inputs: ReportInputs) -> str:
         )
     else:
         lines.append(
-            "Overlays: Grad-CAM of that biomarker's logit on the backbone's last "
-            "feature map (red = strongest support for a positive)."
+            "Overlays: Grad-CAM of that biomarker's logit (pytorch-grad-cam) on the "
+            "backbone's last feature stage, or the last block's input for ViT-family "
+            "backbones (red = strongest support for a positive)."
         )
     lines.append("")
     for label in inputs.labels:
