@@ -11,6 +11,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("olives", "olives.errors", "olives.io", "olives.config"),
     (
         "olives.data.schema",
+        "olives.data.ids",
         "olives.data.decode",
         "olives.data.shards",
         "olives.data.splits",
