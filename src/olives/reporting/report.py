@@ -10,8 +10,6 @@ section is one function returning Markdown (and writing its own tables/figures);
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,56 +19,28 @@ import torch
 
 from olives.config import Params
 from olives.data.cache import open_cache
-from olives.data.prepare import SUMMARY, clinical_features, read_index
-from olives.data.schema import BIOMARKER_NAMES, BIOMARKERS
+from olives.data.prepare import clinical_features
 from olives.data.splits import SPLITS
-from olives.errors import InputError
 from olives.io import read_json, reset_dir
-from olives.layout import EvaluateFiles, ReportFiles, TrainFiles
-from olives.metrics import image_f1_scores
-from olives.models import ModelBundle
+from olives.layout import ReportFiles, TrainFiles
 from olives.reporting import figures
+from olives.reporting.curves import report_curves
 from olives.reporting.gradcam import empty_reason, grad_cam, overlay
-from olives.reporting.tables import (
-    fmt,
-    fmt_ci,
-    fmt_percent,
-    latex_table,
-    markdown_table,
-)
+from olives.reporting.inputs import ReportInputs, label_title, load_inputs, write_table
+from olives.reporting.results import compared_section, scan_section, volume_section
+from olives.reporting.tables import fmt, fmt_percent, markdown_table
+from olives.reporting.volumes import group_scores
 
 WORST_PATIENTS = 10
-# Published VIP Cup 2023 results on the OLIVES RECOVERY test set (see docs / shared README).
-VIP_REFERENCE = {
-    "vip_phase1": {"baseline": 0.6256, "best": 0.814},
-    "vip_phase2": {"baseline": None, "best": 0.8527},
-}
 SECTION_TITLES = (
     "## 1. Data summary",
-    "## 2. Main results",
-    "## 3. Learning curves, ROC, PR and reliability",
-    "## 4. Error analysis",
-    "## 5. LaTeX tables",
+    "## 2. Results per B-scan",
+    "## 3. Results per volume",
+    "## 4. Learning curves, ROC, PR and reliability",
+    "## 5. Error analysis",
+    "## 6. Compared with published results",
+    "## 7. LaTeX tables",
 )
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """Everything the sections read, loaded and checked once."""
-
-    params: Params
-    out_dir: Path
-    labels: tuple[str, ...]
-    bundle: ModelBundle
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame
-    index: pd.DataFrame
-    splits: dict[str, Any]
-    raw_report: dict[str, Any] | None
-
-    def link(self, target: Path) -> str:
-        """`target` relative to report.md, with forward slashes (Markdown links)."""
-        return Path(os.path.relpath(target, self.out_dir)).as_posix()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,80 +57,16 @@ def build_report(params: Params) -> Path:
     parts = [
         header_section(inputs),
         data_section(inputs),
-        results_section(inputs),
+        scan_section(inputs),
+        volume_section(inputs),
         curves_section(inputs),
         error_section(inputs),
+        compared_section(inputs),
         latex_section(inputs),
     ]
     path = files.report
     path.write_text("\n".join(p.rstrip("\n") + "\n" for p in parts))
     return path
-
-
-def load_inputs(params: Params) -> ReportInputs:
-    """Read every input; a missing file or column raises an error naming it."""
-    bundle = ModelBundle.load(params.train.model_dir, "cpu")
-    labels = bundle.labels
-    files = EvaluateFiles(Path(params.evaluate.out_dir))
-    metrics = read_json(_need(files.metrics, "evaluate"))
-    if tuple(metrics["labels"]) != labels:
-        raise InputError(
-            f"{files.metrics} has labels {metrics['labels']}, the model "
-            f"has {list(labels)}: re-run `olives evaluate`"
-        )
-    predictions = pd.read_csv(_need(files.predictions, "evaluate"))
-    wanted = ["row", params.patient_column]
-    wanted += [f"{n}{s}" for n in labels for s in ("", "_prob", "_pred")]
-    _check_columns(predictions, wanted, files.predictions)
-    split_dir = Path(params.split.out_dir)
-    index = read_index(split_dir)
-    _check_columns(index, ["split", "row", params.patient_column, *labels], split_dir)
-    splits = read_json(_need(split_dir / SUMMARY, "split"))
-    raw_path = Path(params.data.report)
-    raw_report = read_json(raw_path) if raw_path.is_file() else None
-    return ReportInputs(
-        params,
-        Path(params.report.out_dir),
-        labels,
-        bundle,
-        metrics,
-        predictions,
-        index,
-        splits,
-        raw_report,
-    )
-
-
-def _need(path: Path, stage: str) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `olives {stage}` first")
-    return path
-
-
-def _check_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing}")
-
-
-def _write_table(
-    inputs: ReportInputs,
-    frame: pd.DataFrame,
-    name: str,
-    caption: str,
-    rule_before: tuple[int, ...] = (),
-) -> str:
-    """`tables/<name>.md` and `.tex`; returns the Markdown table."""
-    folder = ReportFiles(inputs.out_dir).tables
-    md = markdown_table(frame)
-    (folder / f"{name}.md").write_text(md)
-    tex = latex_table(frame, caption, f"tab:{name}", rule_before=rule_before)
-    (folder / f"{name}.tex").write_text(tex)
-    return md
-
-
-def _label_title(label: str) -> str:
-    return f"{label} ({BIOMARKER_NAMES[label]})" if label in BIOMARKER_NAMES else label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +128,7 @@ def _count_eyes(part: pd.DataFrame, patient_column: str) -> str:
 def data_section(inputs: ReportInputs) -> str:
     params = inputs.params
     frame = data_summary_frame(inputs.index, inputs.labels, params.patient_column)
-    table = _write_table(
+    table = write_table(
         inputs, frame, "data_summary", "Patients, eyes, images and label prevalence per split."
     )
     lines = [
@@ -275,181 +181,21 @@ def _raw_warnings(raw_report: dict[str, Any] | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Main results
-# ---------------------------------------------------------------------------------------------
-
-
-def main_results_frame(metrics: dict[str, Any], labels: tuple[str, ...]) -> pd.DataFrame:
-    """One row per biomarker, then macro and micro averages; CIs as `0.912 [0.88, 0.94]`."""
-    rows = []
-    for label in labels:
-        m = metrics["per_label"][label]
-        rows.append(
-            {
-                "Biomarker": _label_title(label),
-                "Prevalence": f"{fmt_percent(m['prevalence'])} ({m['n_pos']})",
-                **_ci_cells(m),
-                "Sensitivity": fmt(m["sensitivity"]),
-                "Specificity": fmt(m["specificity"]),
-                "Threshold": fmt(m["threshold"]),
-            }
-        )
-    for avg in ("macro", "micro"):
-        rows.append(
-            {
-                "Biomarker": f"{avg.capitalize()} average",
-                "Prevalence": "",
-                **_ci_cells(metrics[avg]),
-                "Sensitivity": "",
-                "Specificity": "",
-                "Threshold": "",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _ci_cells(m: dict[str, Any]) -> dict[str, str]:
-    return {
-        "AUROC": fmt_ci(m["auroc"], m.get("auroc_ci")),
-        "AP": fmt_ci(m["average_precision"], m.get("average_precision_ci")),
-        "F1": fmt_ci(m["f1"], m.get("f1_ci")),
-    }
-
-
-def vip_frame(metrics: dict[str, Any]) -> pd.DataFrame:
-    """This run's VIP Cup scores beside the published ones."""
-    names = {
-        "vip_phase1": "VIP phase 1 (macro-F1, images pooled)",
-        "vip_phase2": "VIP phase 2 (per-image macro-F1, per patient)",
-    }
-    rows = []
-    for key, name in names.items():
-        ref = VIP_REFERENCE[key]
-        rows.append(
-            {
-                "Score": name,
-                "This run": fmt_ci(metrics.get(key), metrics.get(f"{key}_ci")),
-                "Official baseline (ResNet-50)": fmt(ref["baseline"], 4),
-                "Best team": fmt(ref["best"], 4),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def comparability_note(source: str, labels: tuple[str, ...]) -> str:
-    """Whether the published OLIVES/RECOVERY figures can be set beside this run's."""
-    if source == "huggingface" and labels == BIOMARKERS:
-        return (
-            "The reference figures are VIP Cup 2023 results on the OLIVES RECOVERY test set "
-            "(the hub's `test` split, used here as the test split); they compare with this "
-            "run only approximately (thresholds, model selection and submission rules differ)."
-        )
-    why = f"this run used `data.source: {source}`"
-    if labels != BIOMARKERS:
-        why += f" and the labels {', '.join(labels)} instead of B1..B6"
-    return (
-        f"**Not comparable: {why}. The reference figures are OLIVES/RECOVERY results of the "
-        "VIP Cup 2023 and are given only as context.**"
-    )
-
-
-def results_section(inputs: ReportInputs) -> str:
-    metrics, boot = inputs.metrics, inputs.metrics.get("bootstrap", {})
-    main = _write_table(
-        inputs,
-        main_results_frame(metrics, inputs.labels),
-        "main_results",
-        "Test-set results per biomarker: AUROC, average precision (AP) and F1 at "
-        "the validation-tuned threshold, with patient-bootstrap 95% intervals.",
-        rule_before=(len(inputs.labels),),
-    )
-    vip = _write_table(
-        inputs,
-        vip_frame(metrics),
-        "vip_scores",
-        "VIP Cup 2023 scores of this run and published OLIVES/RECOVERY figures.",
-    )
-    ci = round(100 * boot.get("ci", inputs.params.evaluate.ci))
-    lines = [
-        SECTION_TITLES[1],
-        "",
-        f"Test split; F1, sensitivity and specificity at the threshold tuned on validation. "
-        f"Brackets: {ci}% percentile intervals from {boot.get('n_resamples', '?')} "
-        f"{boot.get('unit', 'patient')}-level bootstrap resamples. Prevalence: test "
-        "fraction (positives).",
-        "",
-        main,
-    ]
-    notes = [
-        f"- {_label_title(n)}: {metrics['per_label'][n]['note']}"
-        for n in inputs.labels
-        if metrics["per_label"][n].get("note")
-    ]
-    lines += ["Undefined values (n/a):", *notes, ""] if notes else []
-    lines += calibration_lines(inputs)
-    lines += [
-        "### VIP Cup 2023 scores and published reference figures",
-        "",
-        vip,
-        comparability_note(inputs.params.data.source, inputs.labels),
-        "",
-    ]
-    test_warning = (inputs.raw_report or {}).get("splits", {}).get("test", {}).get("warnings")
-    if test_warning:
-        lines.append(
-            "Phase 2 and the patient bootstrap need real patient IDs; see the raw-data "
-            "warning in section 1."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def calibration_frame(calibration: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """Per biomarker: temperature, ECE and Brier score before and after calibration."""
-    rows = [
-        {
-            "Biomarker": _label_title(label),
-            "Temperature": fmt(c["temperature"], 2),
-            "ECE before": fmt(c["ece_raw"]),
-            "ECE after": fmt(c["ece"]),
-            "Brier before": fmt(c["brier_raw"]),
-            "Brier after": fmt(c["brier"]),
-        }
-        for label, c in calibration.items()
-    ]
-    return pd.DataFrame(rows)
-
-
-def calibration_lines(inputs: ReportInputs) -> list[str]:
-    calibration = inputs.metrics.get("calibration")
-    if not calibration:
-        return []
-    table = _write_table(
-        inputs,
-        calibration_frame(calibration),
-        "calibration",
-        "Calibration on the test split: per-biomarker temperature (fitted on validation), "
-        "expected calibration error (ECE, 10 equal-width bins) and Brier score before and after.",
-    )
-    return [
-        "### Calibration",
-        "",
-        "Probabilities are calibrated per biomarker by temperature scaling fitted on the "
-        "validation split (logit / T); thresholds are tuned on the calibrated validation "
-        "probabilities. Scaling is monotonic: AUROC and AP do not change, the probabilities do.",
-        "",
-        table,
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
 # 3. Curves
 # ---------------------------------------------------------------------------------------------
 
 
 def curves_section(inputs: ReportInputs) -> str:
     train = TrainFiles(Path(inputs.params.train.report_dir))
-    evaluated = EvaluateFiles(Path(inputs.params.evaluate.out_dir))
-    lines = [SECTION_TITLES[2], ""]
+    predictions, labels = inputs.predictions, inputs.labels
+    made = report_curves(
+        predictions[list(labels)].to_numpy(),
+        predictions[[f"{n}_prob" for n in labels]].to_numpy(),
+        np.array([inputs.metrics["per_label"][n]["threshold"] for n in labels]),
+        labels,
+        ReportFiles(inputs.out_dir).gallery,
+    )
+    lines = [SECTION_TITLES[3], ""]
     if train.metrics.is_file():
         m = read_json(train.metrics)
         lines += [
@@ -459,14 +205,15 @@ def curves_section(inputs: ReportInputs) -> str:
             f"{fmt(m.get('val_macro_f1'))}.",
             "",
         ]
+    lines += [
+        "Test split, per B-scan. Red dots: the operating point at the tuned threshold.",
+        "",
+    ]
     for title, path in (
         ("Learning curves", train.learning_curves),
-        ("ROC per biomarker", evaluated.figure("roc")),
-        ("Precision-recall per biomarker", evaluated.figure("pr")),
-        (
-            "Reliability diagram per biomarker (10 equal-width bins)",
-            evaluated.figure("reliability"),
-        ),
+        ("ROC per biomarker", made["roc"]),
+        ("Precision-recall per biomarker", made["pr"]),
+        ("Reliability diagram per biomarker (10 equal-width bins)", made["reliability"]),
     ):
         lines += [f"### {title}", ""]
         lines.append(
@@ -481,15 +228,26 @@ def curves_section(inputs: ReportInputs) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def worst_cases(predictions: pd.DataFrame, label: str, size: int) -> dict[str, pd.DataFrame]:
-    """Highest-scored negatives and lowest-scored positives (ties: lower cache row first)."""
+def worst_cases(
+    predictions: pd.DataFrame, label: str, size: int, volumes: pd.Series | None = None
+) -> dict[str, pd.DataFrame]:
+    """Highest-scored negatives and lowest-scored positives (ties: lower cache row first).
+
+    With `volumes` (a volume id per row), at most one scan per volume: the most extreme one,
+    so the gallery is not filled with neighbouring slices of one eye.
+    """
     ordered = predictions.sort_values("row", kind="stable")
+    if volumes is not None:
+        ordered = ordered.assign(_volume=volumes)
     negatives = ordered[ordered[label] == 0]
     positives = ordered[ordered[label] == 1]
-    return {
-        "fp": negatives.sort_values(f"{label}_prob", ascending=False, kind="stable").head(size),
-        "fn": positives.sort_values(f"{label}_prob", ascending=True, kind="stable").head(size),
+    out = {
+        "fp": negatives.sort_values(f"{label}_prob", ascending=False, kind="stable"),
+        "fn": positives.sort_values(f"{label}_prob", ascending=True, kind="stable"),
     }
+    if volumes is not None:
+        out = {k: v.drop_duplicates("_volume").drop(columns="_volume") for k, v in out.items()}
+    return {k: v.head(size) for k, v in out.items()}
 
 
 def gallery_figure(
@@ -520,7 +278,7 @@ def gallery_figure(
     cam_note = "Grad-CAM overlay" if model.backbone is not None else "no Grad-CAM (clinical model)"
     path = ReportFiles(inputs.out_dir).gallery / f"{_safe(label)}_errors.png"
     return figures.image_gallery(
-        rows, inputs.params.report.gallery_size, f"{_label_title(label)}: {cam_note}", path
+        rows, inputs.params.report.gallery_size, f"{label_title(label)}: {cam_note}", path
     )
 
 
@@ -559,30 +317,11 @@ def _case_lines(inputs: ReportInputs, label: str, cases: dict[str, pd.DataFrame]
     return [f"Threshold {fmt(threshold)}.", "", markdown_table(frame) if len(frame) else ""]
 
 
-def per_patient_frame(
-    predictions: pd.DataFrame, labels: tuple[str, ...], patient_column: str
-) -> pd.DataFrame:
-    """Per patient: images, mean per-image macro-F1 (VIP phase-2 style), per-label accuracy;
-    worst first (ties: patient id)."""
-    truth = predictions[list(labels)].to_numpy()
-    decided = predictions[[f"{n}_pred" for n in labels]].to_numpy()
-    table = pd.DataFrame(
-        {
-            "patient": predictions[patient_column].to_numpy(),
-            "image_macro_f1": image_f1_scores(truth, decided),
-        }
-    )
-    for j, name in enumerate(labels):
-        table[f"{name}_accuracy"] = (truth[:, j] == decided[:, j]).astype(float)
-    grouped = table.groupby("patient", sort=True)
-    out = grouped.mean()
-    out.insert(0, "images", grouped.size())
-    out = out.reset_index().sort_values(["image_macro_f1", "patient"], kind="stable")
-    return out.reset_index(drop=True)
-
-
 def per_patient_lines(inputs: ReportInputs) -> list[str]:
-    table = per_patient_frame(inputs.predictions, inputs.labels, inputs.params.patient_column)
+    table = group_scores(inputs.predictions, inputs.labels, inputs.params.patient_column)
+    table = table.rename(
+        columns={"group": "patient", "count": "images", "macro_f1": "image_macro_f1"}
+    )
     table.round(6).to_csv(ReportFiles(inputs.out_dir).tables / "per_patient.csv", index=False)
     worst = table.head(WORST_PATIENTS)
     shown = pd.DataFrame(
@@ -594,7 +333,7 @@ def per_patient_lines(inputs: ReportInputs) -> list[str]:
     )
     for name in inputs.labels:
         shown[f"{name} acc."] = worst[f"{name}_accuracy"].map(fmt)
-    md = _write_table(
+    md = write_table(
         inputs,
         shown,
         "per_patient_worst",
@@ -619,16 +358,28 @@ def per_patient_lines(inputs: ReportInputs) -> list[str]:
     return lines
 
 
+def _volume_of(inputs: ReportInputs) -> pd.Series | None:
+    return None if isinstance(inputs.volumes, str) else inputs.volumes["volume"]
+
+
+def _one_per_volume(inputs: ReportInputs) -> str:
+    if isinstance(inputs.volumes, str):
+        return f"any scans (no volume ids: {inputs.volumes})"
+    return "at most one scan per volume"
+
+
 def error_section(inputs: ReportInputs) -> str:
     size = inputs.params.report.gallery_size
     model = inputs.bundle.model
     images, _ = open_cache(Path(inputs.params.preprocess.cache_dir))
     lines = [
-        SECTION_TITLES[3],
+        SECTION_TITLES[4],
         "",
         f"Per biomarker, the {size} negatives with the highest probability (worst false "
-        f"positives) and the {size} positives with the lowest (worst false negatives); "
-        "captions say whether each is an error at the tuned threshold.",
+        f"positives) and the {size} positives with the lowest (worst false negatives), "
+        f"{_one_per_volume(inputs)}; captions say whether each is an error at the tuned "
+        "threshold. Grad-CAM is computed at the model's input resolution and upsampled "
+        "smoothly from the backbone's feature grid.",
     ]
     if model.backbone is None:
         lines.append(
@@ -643,9 +394,9 @@ def error_section(inputs: ReportInputs) -> str:
         )
     lines.append("")
     for label in inputs.labels:
-        cases = worst_cases(inputs.predictions, label, size)
+        cases = worst_cases(inputs.predictions, label, size, _volume_of(inputs))
         path = gallery_figure(inputs, model, images, label, cases)
-        lines += [f"### {_label_title(label)}", "", f"![{label} errors]({inputs.link(path)})", ""]
+        lines += [f"### {label_title(label)}", "", f"![{label} errors]({inputs.link(path)})", ""]
         lines += _case_lines(inputs, label, cases)
     lines += per_patient_lines(inputs)
     return "\n".join(lines) + "\n"
@@ -659,7 +410,7 @@ def error_section(inputs: ReportInputs) -> str:
 def latex_section(inputs: ReportInputs) -> str:
     files = sorted(ReportFiles(inputs.out_dir).tables.glob("*.tex"))
     lines = [
-        SECTION_TITLES[4],
+        SECTION_TITLES[6],
         "",
         "Booktabs tables (`\\usepackage{booktabs}`), ready to `\\input` into a paper:",
         "",

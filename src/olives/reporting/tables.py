@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 
 MISSING = "n/a"
+EXTRA_DIGITS = 3  # at most this many digits beyond `digits` to tell a point from its bounds
+OUTSIDE = "†"  # marks a point estimate outside its own bootstrap interval
 # LaTeX special characters outside math mode and their escaped forms.
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -39,12 +41,30 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_ci(value: Any, ci: Sequence[float] | None, digits: int = 3, ci_digits: int = 2) -> str:
-    """`0.912 [0.88, 0.94]`; the interval is left out when it is undefined."""
+def fmt_ci(value: Any, ci: Sequence[float] | None, digits: int = 3) -> str:
+    """`0.912 [0.881, 0.940]`; the interval is left out when it is undefined.
+
+    Point and bounds share their digits, so rounding keeps their order: a printed point lies
+    inside its printed interval exactly when it lies inside the interval. Digits are added (up
+    to `EXTRA_DIGITS`) while a point that differs from a bound would print equal to it
+    (`0.9998 [0.9986, 1.0000]`, not `1.000 [0.999, 1.000]`). A point outside its percentile
+    interval (a skewed bootstrap distribution) is printed as it is and marked `OUTSIDE`.
+    """
     text = fmt(value, digits)
     if text == MISSING or not ci or any(b is None for b in ci):
         return text
-    return f"{text} [{ci[0]:.{ci_digits}f}, {ci[1]:.{ci_digits}f}]"
+    point, low, high = float(value), float(ci[0]), float(ci[1])
+    places = digits
+    while places < digits + EXTRA_DIGITS and _collides(point, (low, high), places):
+        places += 1
+    mark = "" if low <= point <= high else OUTSIDE
+    return f"{point:.{places}f}{mark} [{low:.{places}f}, {high:.{places}f}]"
+
+
+def _collides(point: float, bounds: tuple[float, float], places: int) -> bool:
+    """Whether `point` prints equal to a bound it differs from."""
+    shown = f"{point:.{places}f}"
+    return any(b != point and f"{b:.{places}f}" == shown for b in bounds)
 
 
 def fmt_percent(value: Any, digits: int = 1) -> str:

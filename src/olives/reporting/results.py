@@ -1,0 +1,372 @@
+"""The report's result sections: per B-scan, per volume, and beside published figures.
+
+Scan-level AUROC / AP / F1 and their intervals are read from `metrics.json`; what the evaluate
+stage does not write (confusion counts, PPV / NPV, volume-level metrics) is computed here from
+`predictions.csv` with the evaluate stage's bootstrap settings (same resamples, same seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score, roc_auc_score
+
+from olives.data.schema import BIOMARKERS
+from olives.metrics import evaluate_predictions
+from olives.reporting.inputs import ReportInputs, label_title, write_table
+from olives.reporting.operating import RATES, Bootstrap, caveats, operating_points
+from olives.reporting.tables import OUTSIDE, fmt, fmt_ci, fmt_percent, markdown_table
+from olives.reporting.volumes import aggregate_volumes, arrays, group_scores
+
+SCAN_TITLE = "## 2. Results per B-scan"
+VOLUME_TITLE = "## 3. Results per volume"
+COMPARED_TITLE = "## 6. Compared with published results"
+WORST_EYES = 10
+# Published figures on OLIVES (facts: ../shared/olives-reference/README.md). Data: the VIP Cup
+# 2023 test set is RECOVERY (the hub's `test` split: 3,871 labelled images, 40 subjects).
+RECOVERY = "OLIVES RECOVERY test set (VIP Cup 2023)"
+PUBLISHED = (
+    ("VIP Cup 2023 official baseline (ResNet-50)", "vip_phase1", 0.6256),
+    ("VIP Cup 2023 best team (MaxViT + EVA-02 ensemble, 5-fold CV)", "vip_phase1", 0.814),
+    ("VIP Cup 2023 phase 2, 1st", "vip_phase2", 0.8527),
+    ("VIP Cup 2023 phase 2, 2nd", "vip_phase2", 0.8215),
+    ("VIP Cup 2023 phase 2, 3rd", "vip_phase2", 0.8116),
+)
+SCORES = {
+    "vip_phase1": "macro-F1 over B1-B6, images pooled (phase 1)",
+    "vip_phase2": "per-image macro-F1 averaged per patient, then over patients (phase 2)",
+}
+
+
+def bootstrap_of(metrics: dict[str, Any]) -> Bootstrap:
+    boot = metrics.get("bootstrap", {})
+    return Bootstrap(
+        int(boot.get("n_resamples", 0)), float(boot.get("ci", 0.95)), boot.get("seed", 0)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def main_results_frame(metrics: dict[str, Any], labels: tuple[str, ...]) -> pd.DataFrame:
+    """One row per biomarker, then macro and micro averages: AUROC, AP, F1 with intervals."""
+    rows = []
+    for label in labels:
+        m = metrics["per_label"][label]
+        rows.append(
+            {
+                "Biomarker": label_title(label),
+                "Prevalence": f"{fmt_percent(m['prevalence'])} ({m['n_pos']})",
+                **_ci_cells(m),
+                "Threshold": fmt(m["threshold"]),
+            }
+        )
+    for avg in ("macro", "micro"):
+        cells = _ci_cells(metrics[avg])
+        rows.append({"Biomarker": f"{avg.capitalize()} average", "Prevalence": "", **cells})
+        rows[-1]["Threshold"] = ""
+    return pd.DataFrame(rows)
+
+
+def _ci_cells(m: dict[str, Any]) -> dict[str, str]:
+    return {
+        "AUROC": fmt_ci(m["auroc"], m.get("auroc_ci")),
+        "AP": fmt_ci(m["average_precision"], m.get("average_precision_ci")),
+        "F1": fmt_ci(m["f1"], m.get("f1_ci")),
+    }
+
+
+def operating_frame(points: dict[str, dict[str, Any]], labels: tuple[str, ...]) -> pd.DataFrame:
+    """Per biomarker: TP / FP / FN / TN and the four rates with intervals."""
+    rows = []
+    for label in labels:
+        p = points[label]
+        row: dict[str, Any] = {"Biomarker": label_title(label)}
+        row |= {k.upper(): p[k] for k in ("tp", "fp", "fn", "tn")}
+        names = {"sensitivity": "Sensitivity", "specificity": "Specificity"}
+        for rate in RATES:
+            row[names.get(rate, rate.upper())] = fmt_ci(p[rate], p.get(f"{rate}_ci"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def calibration_frame(calibration: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Per biomarker: temperature, ECE and Brier score before and after calibration."""
+    rows = [
+        {
+            "Biomarker": label_title(label),
+            "Temperature": fmt(c["temperature"], 2),
+            "ECE before": fmt(c["ece_raw"]),
+            "ECE after": fmt(c["ece"]),
+            "Brier before": fmt(c["brier_raw"]),
+            "Brier after": fmt(c["brier"]),
+        }
+        for label, c in calibration.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def visit_frame(volumes: pd.DataFrame, labels: tuple[str, ...], patient: str) -> pd.DataFrame:
+    """Per visit order (1 = each eye's first visit): volumes, patients, macro AUROC over the
+    labels with both classes, macro F1 at the tuned thresholds."""
+    truth, prob, pred = arrays(volumes, labels)
+    rows = []
+    for order, part in volumes.groupby("visit_order", sort=True):
+        rows_of = part.index.to_numpy()
+        t, p, d = truth[rows_of], prob[rows_of], pred[rows_of]
+        both = [j for j in range(len(labels)) if 0 < t[:, j].sum() < len(t)]
+        auroc = np.mean([roc_auc_score(t[:, j], p[:, j]) for j in both]) if both else None
+        f1 = f1_score(t, d, average="macro", zero_division=0)
+        rows.append(
+            {
+                "Visit": f"{order} (first)" if order == 1 else str(order),
+                "Volumes": len(part),
+                "Patients": part[patient].nunique(),
+                "Macro AUROC": fmt(auroc),
+                "Macro F1": fmt(f1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def _interval_note(inputs: ReportInputs) -> str:
+    boot = inputs.metrics.get("bootstrap", {})
+    return (
+        f"Brackets: {round(100 * boot.get('ci', inputs.params.evaluate.ci))}% percentile "
+        f"intervals from {boot.get('n_resamples', '?')} patient-level bootstrap resamples; "
+        f"{OUTSIDE} marks a point outside its interval (a skewed resampling distribution)."
+    )
+
+
+def caveat_lines(inputs: ReportInputs) -> list[str]:
+    """A visible warning per biomarker whose figures rest on few patients or dropped resamples."""
+    found = caveats(
+        inputs.predictions,
+        inputs.labels,
+        inputs.params.patient_column,
+        inputs.metrics.get("bootstrap", {}),
+    )
+    lines = [f"- **Caution, {label_title(k)}:** {'; '.join(v)}." for k, v in found.items() if v]
+    return ["", *lines, ""] if lines else [""]
+
+
+def scan_section(inputs: ReportInputs) -> str:
+    metrics = inputs.metrics
+    main = write_table(
+        inputs,
+        main_results_frame(metrics, inputs.labels),
+        "main_results",
+        "Test-set results per biomarker: AUROC, average precision (AP) and F1 at "
+        "the validation-tuned threshold, with patient-bootstrap 95% intervals.",
+        rule_before=(len(inputs.labels),),
+    )
+    points = operating_points(
+        inputs.predictions, inputs.labels, inputs.params.patient_column, bootstrap_of(metrics)
+    )
+    operating = write_table(
+        inputs,
+        operating_frame(points, inputs.labels),
+        "operating_point",
+        "Test-set confusion counts at the validation-tuned threshold, with sensitivity, "
+        "specificity, PPV and NPV and their patient-bootstrap 95% intervals.",
+    )
+    lines = [
+        SCAN_TITLE,
+        "",
+        "Test split, one row per B-scan. F1 at the threshold tuned on validation. "
+        f"{_interval_note(inputs)} Prevalence: test fraction (positives).",
+        "",
+        main,
+    ]
+    notes = [
+        f"- {label_title(n)}: {metrics['per_label'][n]['note']}"
+        for n in inputs.labels
+        if metrics["per_label"][n].get("note")
+    ]
+    lines += ["Undefined values (n/a):", *notes] if notes else []
+    lines += caveat_lines(inputs)
+    lines += [
+        "### At the tuned threshold",
+        "",
+        "Counts of B-scans (TP, FP, FN, TN) as scikit-learn's confusion matrix gives them; PPV "
+        "and NPV depend on this test set's prevalence.",
+        "",
+        operating,
+        *calibration_lines(inputs),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_lines(inputs: ReportInputs) -> list[str]:
+    calibration = inputs.metrics.get("calibration")
+    if not calibration:
+        return ["No calibration in this model: its probabilities are the network's sigmoid."]
+    table = write_table(
+        inputs,
+        calibration_frame(calibration),
+        "calibration",
+        "Calibration on the test split: per-biomarker temperature (fitted on validation), "
+        "expected calibration error (ECE, 10 equal-width bins) and Brier score before and after.",
+    )
+    return [
+        "### Calibration",
+        "",
+        "Probabilities are calibrated per biomarker by temperature scaling fitted on the "
+        "validation split (logit / T); thresholds are tuned on the calibrated validation "
+        "probabilities. Scaling is monotonic: AUROC and AP do not change, the probabilities do. "
+        "ECE: expected calibration error over 10 equal-width bins (0 = calibrated).",
+        "",
+        table,
+    ]
+
+
+def volume_section(inputs: ReportInputs) -> str:
+    lines = [VOLUME_TITLE, ""]
+    if isinstance(inputs.volumes, str):
+        lines.append(f"Not available: this source has no volume ids ({inputs.volumes}).")
+        return "\n".join(lines) + "\n"
+    patient = inputs.params.patient_column
+    volumes = aggregate_volumes(inputs.predictions, inputs.labels, patient, inputs.volumes)
+    truth, prob, _ = arrays(volumes, inputs.labels)
+    thresholds = np.array([inputs.metrics["per_label"][n]["threshold"] for n in inputs.labels])
+    boot = bootstrap_of(inputs.metrics)
+    metrics = evaluate_predictions(
+        truth,
+        prob,
+        thresholds,
+        volumes[patient].to_numpy(),
+        inputs.labels,
+        boot.n_resamples,
+        boot.ci,
+        boot.seed,
+    )
+    points = operating_points(volumes, inputs.labels, patient, boot)
+    scans = volumes["scans"]
+    lines += [
+        f"{len(volumes)} test volumes (patient x eye x visit) of {scans.min()}-{scans.max()} "
+        f"B-scans (median {scans.median():g}), from {volumes[patient].nunique()} patients. "
+        "A volume is positive for a biomarker when any of its B-scans is labelled positive; its "
+        "probability is its highest B-scan probability, and it is called positive when that "
+        "reaches the tuned threshold (when any B-scan is called positive). Volumes are the "
+        "folders of the image paths. " + _interval_note(inputs),
+        "",
+        write_table(
+            inputs,
+            main_results_frame(metrics, inputs.labels),
+            "volume_results",
+            "Test-set results per volume (any B-scan positive), with patient-bootstrap intervals.",
+            rule_before=(len(inputs.labels),),
+        ),
+        write_table(
+            inputs,
+            operating_frame(points, inputs.labels),
+            "volume_operating_point",
+            "Test-set confusion counts of volumes at the tuned threshold, with rates.",
+        ),
+        "### Per visit and per eye",
+        "",
+        "Visit 1 is each eye's first visit in the test data (visits ordered by the number in "
+        "their folder name, `V1` < `V14`). Macro AUROC averages the labels with both classes.",
+        "",
+        write_table(
+            inputs,
+            visit_frame(volumes, inputs.labels, patient),
+            "per_visit",
+            "Volume-level results per visit (1 = each eye's first visit).",
+        ),
+        *_eye_lines(inputs, volumes),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _eye_lines(inputs: ReportInputs, volumes: pd.DataFrame) -> list[str]:
+    patient = inputs.params.patient_column
+    keyed = volumes.assign(
+        eye_key=volumes[patient].astype(str) + " / " + volumes["eye"].astype(str)
+    )
+    table = group_scores(keyed, inputs.labels, "eye_key").rename(columns={"group": "eye"})
+    path = Path(inputs.out_dir) / "tables" / "per_eye.csv"
+    table.round(6).to_csv(path, index=False)
+    worst = table.head(WORST_EYES)
+    shown = pd.DataFrame(
+        {
+            "Patient / eye": worst["eye"],
+            "Volumes": worst["count"],
+            "Per-volume macro-F1": worst["macro_f1"].map(fmt),
+        }
+    )
+    for name in inputs.labels:
+        shown[f"{name} acc."] = worst[f"{name}_accuracy"].map(fmt)
+    return [
+        f"{len(table)} eyes; the {len(worst)} with the lowest mean per-volume macro-F1 (full "
+        f"table: [`tables/per_eye.csv`]({inputs.link(path)})):",
+        "",
+        markdown_table(shown),
+    ]
+
+
+def compared_section(inputs: ReportInputs) -> str:
+    """Published OLIVES figures beside this run's, each labelled with its data."""
+    source, labels = inputs.params.data.source, inputs.labels
+    comparable = source == "huggingface" and labels == BIOMARKERS
+    verdict = "approximately" if comparable else "no"
+    rows = [
+        {
+            "Published result": name,
+            "Data": RECOVERY,
+            "Score": SCORES[key],
+            "Published": fmt(value, 4),
+            "This run": fmt_ci(inputs.metrics.get(key), inputs.metrics.get(f"{key}_ci")),
+            "Comparable": verdict,
+        }
+        for name, key, value in PUBLISHED
+    ]
+    table = write_table(
+        inputs,
+        pd.DataFrame(rows),
+        "compared_with",
+        "Published OLIVES/RECOVERY results (VIP Cup 2023) beside this run's scores.",
+    )
+    if comparable:
+        why = (
+            "This run's test split is the hub's `test` split (RECOVERY), so the scores compare "
+            "approximately: thresholds, model selection and submission rules differ."
+        )
+    else:
+        why = f"**Not comparable: this run used `data.source: {source}`"
+        why += "" if labels == BIOMARKERS else f" and the labels {', '.join(labels)}"
+        why += ". The published figures are given as context only.**"
+    paper = Path(inputs.params.paper.out_dir) / "ablation.md"
+    return (
+        "\n".join(
+            [
+                COMPARED_TITLE,
+                "",
+                table,
+                why,
+                "",
+                "The OLIVES paper (Prabhushankar et al., NeurIPS 2022) and its code trained a "
+                "ResNet-18 at 224 px with clinically supervised contrastive pre-training on "
+                "BCVA/CST and linear evaluation (25 epochs, batch 64, lr 1e-3) on its own patient "
+                "splits of the TREX DME and PRIME scans, not on RECOVERY; its figures are not "
+                "quoted here, as the project's reference facts hold none comparable to this run.",
+                "",
+                "### Model variants",
+                "",
+                f"The ablation grid (`make paper`: fusion x loss x seeds, on this data) writes its "
+                f"table to [`{inputs.link(paper)}`]({inputs.link(paper)}), with mean ± std over "
+                "seeds; rerun `make paper` after changing the data or the model.",
+            ]
+        )
+        + "\n"
+    )
