@@ -130,4 +130,7 @@ def test_report_builds_for_a_vit_backbone_on_the_tiny_preset(tmp_path):
     report = (tmp_path / "reports/report.md").read_text()
     assert f"`{VIT}`" in report and "Grad-CAM of that biomarker's logit" in report
     gallery = sorted(p.name for p in (tmp_path / "reports/figures/report").glob("*.png"))
-    assert gallery == [f"B{i}_errors.png" for i in range(1, 7)]
+    assert gallery == sorted(
+        [f"B{i}_errors.png" for i in range(1, 7)] + ["pr.png", "reliability.png", "roc.png"]
+    )
+    assert "test volumes (patient x eye x visit)" in report

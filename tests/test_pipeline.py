@@ -73,7 +73,8 @@ def test_dvc_repro_runs_every_stage(project: Path):
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["n_images"] == raw["splits"]["test"]["labelled_rows"]
     report = (project / "reports/report.md").read_text()
-    assert "## 2. Main results" in report and "Not comparable" in report
+    assert "## 2. Results per B-scan" in report and "Not comparable" in report
+    assert "## 3. Results per volume" in report and "test volumes (patient x eye x visit)" in report
     assert (project / "models/model.safetensors").is_file()
     assert (project / "reports/plots/roc").is_dir()
     summary = json.loads((project / "reports/summary.json").read_text())
