@@ -419,5 +419,6 @@ def test_volume_results_equal_an_independent_groupby(run):
         assert float(auroc) == pytest.approx(m["auroc"], abs=5.01e-4)
         assert [float(low), float(high)] == pytest.approx(m["auroc_ci"], abs=5.01e-4)
     assert "| 1 (first) |" in section and "tables/per_eye.csv" in section
+    assert "positive volumes come from" in section  # three patients: fewer than five
     for label in LABELS:  # three test patients: fewer than MIN_PATIENTS (5)
         assert f"**Caution, {label} (" in read_report(run)

@@ -122,6 +122,7 @@ def caveats(
     patient_column: str,
     bootstrap: dict[str, Any],
     min_patients: int = MIN_PATIENTS,
+    unit: str = "scans",
 ) -> dict[str, list[str]]:
     """Per label, the reasons to read its figures with care (empty list: none).
 
@@ -138,7 +139,7 @@ def caveats(
         n_pos = int((predictions[label] == 1).sum())
         if n_patients < min_patients:
             notes.append(
-                f"its {n_pos} positive scans come from {n_patients} of "
+                f"its {n_pos} positive {unit} come from {n_patients} of "
                 f"{predictions[patient_column].nunique()} test patients "
                 f"(fewer than {min_patients})"
             )

@@ -148,16 +148,16 @@ def _interval_note(inputs: ReportInputs) -> str:
     )
 
 
-def caveat_lines(inputs: ReportInputs) -> list[str]:
+def caveat_lines(
+    frame: pd.DataFrame,
+    inputs: ReportInputs,
+    bootstrap: dict[str, Any],
+    unit: str = "scans",
+) -> list[str]:
     """A visible warning per biomarker whose figures rest on few patients or dropped resamples."""
-    found = caveats(
-        inputs.predictions,
-        inputs.labels,
-        inputs.params.patient_column,
-        inputs.metrics.get("bootstrap", {}),
-    )
+    found = caveats(frame, inputs.labels, inputs.params.patient_column, bootstrap, unit=unit)
     lines = [f"- **Caution, {label_title(k)}:** {'; '.join(v)}." for k, v in found.items() if v]
-    return ["", *lines, ""] if lines else [""]
+    return [*lines, ""] if lines else []
 
 
 def scan_section(inputs: ReportInputs) -> str:
@@ -193,8 +193,8 @@ def scan_section(inputs: ReportInputs) -> str:
         for n in inputs.labels
         if metrics["per_label"][n].get("note")
     ]
-    lines += ["Undefined values (n/a):", *notes] if notes else []
-    lines += caveat_lines(inputs)
+    lines += ["Undefined values (n/a):", *notes, ""] if notes else []
+    lines += caveat_lines(inputs.predictions, inputs, metrics.get("bootstrap", {}))
     lines += [
         "### At the tuned threshold",
         "",
@@ -252,9 +252,10 @@ def volume_section(inputs: ReportInputs) -> str:
     )
     points = operating_points(volumes, inputs.labels, patient, boot)
     scans = volumes["scans"]
+    sizes = f"{scans.min()}" if scans.min() == scans.max() else f"{scans.min()}-{scans.max()}"
     lines += [
-        f"{len(volumes)} test volumes (patient x eye x visit) of {scans.min()}-{scans.max()} "
-        f"B-scans (median {scans.median():g}), from {volumes[patient].nunique()} patients. "
+        f"{len(volumes)} test volumes (patient x eye x visit) of {sizes} B-scans, from "
+        f"{volumes[patient].nunique()} patients. "
         "A volume is positive for a biomarker when any of its B-scans is labelled positive; its "
         "probability is its highest B-scan probability, and it is called positive when that "
         "reaches the tuned threshold (when any B-scan is called positive). Volumes are the "
@@ -267,6 +268,9 @@ def volume_section(inputs: ReportInputs) -> str:
             "Test-set results per volume (any B-scan positive), with patient-bootstrap intervals.",
             rule_before=(len(inputs.labels),),
         ),
+        *caveat_lines(volumes, inputs, metrics["bootstrap"], unit="volumes"),
+        "### Volumes at the tuned threshold",
+        "",
         write_table(
             inputs,
             operating_frame(points, inputs.labels),
