@@ -17,6 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from olives.calibration import expected_calibration_error
 from olives.metrics import curve_tables
 from olives.reporting.figures import save
+from olives.reporting.operating import fast_counts, rates
 
 Panel = Callable[[plt.Axes, str, int], None]
 
@@ -51,11 +52,9 @@ def report_curves(
     decide = p >= np.asarray(thresholds)[None, :]
 
     def operating(j: int) -> tuple[float, float, float]:
-        pos, called = t[:, j] == 1, decide[:, j]
-        tpr = (pos & called).sum() / max(pos.sum(), 1)
-        fpr = (~pos & called).sum() / max((~pos).sum(), 1)
-        ppv = (pos & called).sum() / called.sum() if called.any() else float("nan")
-        return float(fpr), float(tpr), float(ppv)
+        """(1 - specificity, sensitivity, PPV) at the tuned threshold."""
+        r = rates(fast_counts(t[:, j], decide[:, j]))
+        return 1.0 - r["specificity"], r["sensitivity"], r["ppv"]
 
     def roc(ax: plt.Axes, name: str, j: int) -> None:
         if name not in curves["roc"]:
