@@ -73,7 +73,7 @@ class Loop:
     scaler: torch.amp.GradScaler
     augment: BatchAugment
     train: BatchSource
-    val: BatchSource
+    val: BatchSource | None  # None: no validation (contrastive pre-training)
     cfg: TrainConfig
     seed: int
     labels: tuple[str, ...]

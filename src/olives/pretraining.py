@@ -1,0 +1,151 @@
+"""Clinically supervised contrastive pre-training of the image backbone (the `pretrain` stage's
+core), on the train patients' labelled and unlabelled scans.
+
+The step is the train stage's own (`training.train_epoch` / `train_step`: uint8 cache -> device
+-> batched tensor augmentation -> forward -> backward), with two changes: `TwoViews` makes two
+augmented views of each batch, and the model is an `Encoder` (backbone + projection head) whose
+output the contrastive loss reads as `[batch, 2, dim]`. The batch's "labels" are the integer
+codes of the positive kinds (`contrastive.positive_codes`). Resumable through the same
+`Checkpoint`; deterministic on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from timm.optim import create_optimizer_v2
+from torch import nn
+
+from olives.augment import BatchAugment
+from olives.checkpoint import Checkpoint, TrainState
+from olives.config import AugmentConfig, TrainConfig
+from olives.contrastive import ProjectionHead, clinical_loss
+from olives.loader import BatchSource, SplitData
+from olives.models.backbone import GreyInput
+from olives.runtime import Runtime
+from olives.training import Loop, configure_torch, make_scheduler, steps_per_epoch, train_epoch
+
+log = logging.getLogger(__name__)
+HELD_OUT = ("val", "test")
+
+
+def pretraining_rows(index: pd.DataFrame, patient_column: str) -> pd.DataFrame:
+    """The rows the encoder may see: the train split and the unlabelled rows of every patient
+    who is not in the validation or test split (so no held-out patient's scan, labelled or
+    not, shapes the features that are later evaluated on them)."""
+    held_out = set(index.loc[index["split"].isin(HELD_OUT), patient_column])
+    unlabeled = (index["split"] == "unlabeled") & ~index[patient_column].isin(held_out)
+    return index[(index["split"] == "train") | unlabeled].reset_index(drop=True)
+
+
+class Encoder(nn.Module):
+    """Grey input -> timm backbone (pooled features) -> projection head."""
+
+    def __init__(self, backbone: nn.Module, data_config: dict[str, Any], dim: int) -> None:
+        super().__init__()
+        self.grey = GreyInput(data_config["mean"], data_config["std"])
+        self.backbone = backbone
+        self.head = ProjectionHead(int(backbone.num_features), dim)
+
+    def forward(self, images: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.backbone(self.grey(images)))
+
+
+class TwoViews(nn.Module):
+    """Two independently augmented views of a batch, stacked along the batch axis [2B, ...]."""
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        super().__init__()
+        self.augment = BatchAugment(cfg)
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.cat([self.augment(images, generator), self.augment(images, generator)])
+
+
+class ContrastiveLoss(nn.Module):
+    """`clinical_loss` of the encoder output [2B, D] with the batch's codes [B, K]."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, projected: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        batch = codes.shape[0]
+        views = projected.view(2, batch, -1).transpose(0, 1)
+        return clinical_loss(views, codes.long(), self.temperature)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    encoder: Encoder
+    state: TrainState
+
+
+def pretrain(
+    encoder: Encoder,
+    data: SplitData,
+    cfg: TrainConfig,
+    temperature: float,
+    *,
+    seed: int,
+    runtime: Runtime,
+    checkpoint: Checkpoint | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> PretrainResult:
+    """`cfg.epochs` epochs of the contrastive loss over `data` (labels = codes); AdamW with
+    warm-up and cosine decay, resumed from `checkpoint` when it is this run's."""
+    configure_torch(cfg, runtime)
+    net = encoder.to(runtime.device)
+    optimizer = create_optimizer_v2(net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = steps_per_epoch(len(data), cfg.batch_size, runtime.world_size)
+    if steps == 0:
+        raise ValueError(
+            f"pretrain: {len(data)} scans make no full batch of {cfg.batch_size} per rank"
+        )
+    loop = Loop(
+        net=net,
+        model=runtime.wrap(net),
+        loss_fn=ContrastiveLoss(temperature),
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, steps),
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        augment=TwoViews(cfg.augment).to(runtime.device),
+        train=BatchSource(data, runtime),
+        val=None,
+        cfg=cfg,
+        seed=seed,
+        labels=(),
+        runtime=runtime,
+        steps_per_epoch=steps,
+    )
+    state = checkpoint.load(net, optimizer, loop.scheduler) if checkpoint else None
+    state = state or TrainState()
+    while state.epoch < cfg.epochs:
+        record = {"epoch": state.epoch, **train_epoch(loop, state.epoch)}
+        state.history.append(record)
+        state.epoch += 1
+        if runtime.is_main:
+            log.info("pretrain epoch %d: loss %.4f", record["epoch"], record["train_loss"])
+            if checkpoint is not None:
+                checkpoint.save(net, optimizer, loop.scheduler, state)
+            if on_epoch is not None:
+                on_epoch(record)
+        runtime.barrier()
+    return PretrainResult(net, state)
+
+
+def codes_as_split(images: np.ndarray, frame: pd.DataFrame, codes: np.ndarray) -> SplitData:
+    """The pre-training rows as a `SplitData` whose labels are the positive codes."""
+    return SplitData(
+        images=images,
+        rows=frame["row"].to_numpy(np.int64),
+        labels=codes.astype(np.float32),
+        clinical=np.zeros((len(frame), 0), dtype=np.float32),
+        frame=frame,
+    )
