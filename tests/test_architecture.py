@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "olives.data.synthetic",
         "olives.metrics",
         "olives.losses",
+        "olives.contrastive",
         "olives.augment",
         "olives.runtime",
         "olives.tracking",
@@ -40,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "olives.inference",
         "olives.training",
+        "olives.pretraining",
         "olives.predictor",
         "olives.serving",
         "olives.mlflow_model",

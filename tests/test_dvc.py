@@ -27,6 +27,8 @@ RUNTIME_KEYS = (
     "preprocess.cache_dir",
     "preprocess.report",
     "split.out_dir",
+    "pretrain.out_dir",
+    "pretrain.checkpoint_dir",
     "train.check_initial_loss",
     "train.cudnn_benchmark",
     "train.device_cache",

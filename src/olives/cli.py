@@ -26,6 +26,7 @@ STAGES = {
     "download": "fetch the data source into data/raw (parquet, hub schema)",
     "preprocess": "decode images once into the uint8 cache + index",
     "split": "patient-level train/val/test splits and train-only statistics",
+    "pretrain": "clinically supervised contrastive pre-training of the backbone (off at 0 epochs)",
     "train": "fit the model on the cache; log the run to MLflow",
     "evaluate": "test-split predictions, metrics with CIs, ROC/PR curves",
     "report": "reports/report.md: data, results with CIs, curves, error analysis",

@@ -147,6 +147,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
     layer_decay: float | None = None
+    freeze_backbone: bool = False  # linear evaluation: only the fusion and head learn
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
@@ -167,6 +168,25 @@ class TrainConfig:
     model_dir: str = "models"
     report_dir: str = "reports/train"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Clinically supervised contrastive pre-training (`pretrain` stage); off when `epochs` is
+    0. The encoder is `model.backbone`, started from `model.pretrained` (unless that is
+    `pretrain`, which starts from random weights)."""
+
+    epochs: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    temperature: float = 0.07
+    positives: tuple[str, ...] = ("bcva", "cst")
+    cst_bin: float = 25.0  # CST values within one bin (micrometres) are positives
+    projection_dim: int = 128
+    out_dir: str = "models/pretrain"
+    checkpoint_dir: str = "checkpoints/pretrain"
 
 
 @dataclass(frozen=True)
@@ -220,6 +240,7 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -15,6 +15,25 @@ CURVES = ("roc", "pr", "calibration")
 
 
 @dataclass(frozen=True)
+class PretrainFiles:
+    """`pretrain.out_dir`: the pre-trained encoder and its record."""
+
+    root: Path
+
+    @property
+    def encoder(self) -> Path:
+        return self.root / "encoder.safetensors"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "pretrain.json"
+
+
+@dataclass(frozen=True)
 class TrainFiles:
     """`train.report_dir`: the training record beside the model."""
 

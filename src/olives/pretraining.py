@@ -49,6 +49,7 @@ class Encoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, data_config: dict[str, Any], dim: int) -> None:
         super().__init__()
+        self.data_config = dict(data_config)
         self.grey = GreyInput(data_config["mean"], data_config["std"])
         self.backbone = backbone
         self.head = ProjectionHead(int(backbone.num_features), dim)

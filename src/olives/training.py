@@ -156,6 +156,8 @@ def build_loop(
 ) -> Loop:
     """Model, loss and data on the device; optimizer, scheduler, DDP and compile around them."""
     net = model.to(runtime.device)
+    if cfg.freeze_backbone:
+        freeze_backbone(net)
     if cfg.channels_last and runtime.cuda:
         net.to(memory_format=torch.channels_last)
     wrapped = runtime.wrap(net)
@@ -182,6 +184,24 @@ def build_loop(
         runtime=runtime,
         steps_per_epoch=steps,
     )
+
+
+def freeze_backbone(net: nn.Module) -> None:
+    """Linear evaluation: the backbone's weights get no gradient (and no optimizer state)."""
+    backbone = getattr(net, "backbone", None)
+    if backbone is None:
+        raise ValueError(
+            "train.freeze_backbone needs an image backbone (fusion 'clinical' has none)"
+        )
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+
+
+def train_mode(loop: Loop) -> None:
+    """Train mode, except a frozen backbone, whose batch-norm statistics stay as pre-trained."""
+    loop.model.train()
+    if loop.cfg.freeze_backbone:
+        loop.net.backbone.eval()
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:
@@ -241,7 +261,7 @@ def check_initial_loss(loop: Loop, expected: float) -> float:
 def train_epoch(loop: Loop, epoch: int) -> dict[str, float]:
     """One pass over this rank's shard; returns the mean loss, last lr and images/s (all ranks)."""
     cfg, runtime = loop.cfg, loop.runtime
-    loop.model.train()
+    train_mode(loop)
     epoch_seed = loop.seed * 100_003 + epoch
     torch.manual_seed(epoch_seed)  # dropout / drop-path
     generator = runtime.generator(epoch_seed)

@@ -31,6 +31,8 @@ from olives.config import ConfigError
 from olives.models.weights import (
     PACKAGE_WEIGHTS,
     WeightsUnavailableError,
+    encoder_metadata,
+    load_encoder,
     load_package_weights,
     load_vit_checkpoint,
 )
@@ -144,6 +146,9 @@ def _create_from_file(
     if path is None or not path.is_file():
         raise FileNotFoundError(f"model.pretrained: weights file not found: {path}")
     model = _create(name, False, kwargs, img_size)
+    if encoder_metadata(path) is not None:  # written by the `pretrain` stage
+        load_encoder(model, path, name)
+        return model
     if is_vit(model):
         load_vit_checkpoint(model, path)
         return model

@@ -11,6 +11,7 @@ changed layout fails loudly instead of silently loading tensors into the wrong l
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -193,3 +194,36 @@ def load_vit_checkpoint(model: nn.Module, path: Path) -> str:
         )
     model.load_state_dict(state, strict=False)  # only head.* is left as initialised (checked)
     return layout
+
+
+ENCODER_KEY = "olives_encoder"  # safetensors metadata key of a `pretrain` stage encoder
+
+
+def encoder_metadata(path: Path) -> dict[str, object] | None:
+    """The metadata of a pre-trained encoder file written by the `pretrain` stage, or None
+    when `path` is some other weights file."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    return json.loads(meta[ENCODER_KEY]) if ENCODER_KEY in meta else None
+
+
+def load_encoder(model: nn.Module, path: Path, name: str) -> None:
+    """Load a `pretrain` encoder strictly into the headless timm `model` named `name`."""
+    from safetensors.torch import load_file
+
+    meta = encoder_metadata(path) or {}
+    if meta.get("backbone") != name:
+        raise WeightsUnavailableError(
+            f"{path}: encoder pre-trained for backbone {meta.get('backbone')!r}, "
+            f"model.backbone is {name!r}; re-run `olives pretrain`"
+        )
+    model.reset_classifier(0)
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise WeightsUnavailableError(
+            f"{path}: encoder does not fit {name}: missing {missing[:5]}, extra {unexpected[:5]}"
+        )

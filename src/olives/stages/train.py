@@ -24,11 +24,11 @@ import torch
 import yaml
 
 from olives.checkpoint import Checkpoint, fingerprint
-from olives.config import Params, flatten, select, to_dict
+from olives.config import ModelConfig, Params, flatten, select, to_dict
 from olives.data.prepare import SUMMARY, read_stats
 from olives.errors import InputError
 from olives.io import file_sha256, read_json, reset_dir, write_json
-from olives.layout import TrainFiles
+from olives.layout import PretrainFiles, TrainFiles
 from olives.loader import SplitData, load_splits
 from olives.losses import build_loss, expected_initial_loss
 from olives.models import ModelBundle, build_model
@@ -50,6 +50,7 @@ PARAMS = (
     "train.lr",
     "train.weight_decay",
     "train.layer_decay",
+    "train.freeze_backbone",
     "train.warmup_epochs",
     "train.min_lr_ratio",
     "train.grad_clip",
@@ -108,7 +109,7 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
     prevalence = data["train"].labels.mean(axis=0)
     torch.manual_seed(params.seed)  # the initial weights of any layer not pretrained
     size = (int(data["train"].images.shape[1]), int(data["train"].images.shape[2]))
-    model = build_model(params.model, len(params.labels), len(params.clinical), size)
+    model = build_model(model_config(params), len(params.labels), len(params.clinical), size)
     model.init_head_bias(prevalence)
     checkpoint = None
     if cfg.resume:
@@ -143,6 +144,19 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
         summary["val_macro_f1"],
     )
     return summary
+
+
+def model_config(params: Params) -> ModelConfig:
+    """`model.pretrained: pretrain` means the `pretrain` stage's encoder file."""
+    if params.model.pretrained != "pretrain":
+        return params.model
+    files = PretrainFiles(Path(params.pretrain.out_dir))
+    if not files.encoder.is_file():
+        raise InputError(
+            f"model.pretrained is 'pretrain' but {files.encoder} does not exist: set "
+            "pretrain.epochs > 0 and run `olives pretrain` (dvc repro runs it before train)"
+        )
+    return dataclasses.replace(params.model, pretrained=f"file:{files.encoder}")
 
 
 def run_name(params: Params) -> str:
