@@ -87,3 +87,72 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     assert len(resumed.state.history) == 3
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def stage_params(root, **over):
+    from olives.config import Params, from_dict
+
+    raw = {
+        "seed": 3,
+        "preprocess": {"height": 32, "width": 32, "cache_dir": str(root / "data/cache")},
+        "split": {"out_dir": str(root / "data/split")},
+        "model": {"backbone": "resnet10t", "pretrained": "none", "fusion": "image"},
+        "loss": {"name": "bce"},
+        "pretrain": {
+            "epochs": 1,
+            "batch_size": 8,
+            "positives": ["bcva", "cst"],
+            "projection_dim": 16,
+            "out_dir": str(root / "pretrain"),
+            "checkpoint_dir": str(root / "checkpoints/pretrain"),
+        },
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "progress": False,
+            "num_threads": 1,
+            "check_initial_loss": False,
+            "model_dir": str(root / "models"),
+            "report_dir": str(root / "reports/train"),
+            "checkpoint_dir": str(root / "checkpoints"),
+        },
+        "tracking": {"enabled": False},
+    }
+    for section, values in over.items():
+        raw[section] = {**raw[section], **values}
+    return from_dict(Params, raw)
+
+
+def test_linear_evaluation_keeps_the_pretrained_encoder(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from olives.io import read_json
+    from olives.models import ModelBundle
+    from olives.stages import pretrain as pretrain_stage
+    from olives.stages import train as train_stage
+
+    summary = pretrain_stage.run(stage_params(tiny))
+    assert summary["enabled"] and summary["epochs"] == 1 and summary["scans"] > 0
+    encoder = load_file(str(tiny / "pretrain/encoder.safetensors"))
+    params = stage_params(tiny, model={"pretrained": "pretrain"}, train={"freeze_backbone": True})
+    train_stage.run(params)
+    backbone = ModelBundle.load(tiny / "models", "cpu").model.backbone.state_dict()
+    assert set(encoder) <= set(backbone)
+    for name, tensor in encoder.items():  # frozen: not one weight or BN statistic moved
+        torch.testing.assert_close(backbone[name], tensor, rtol=0, atol=0, msg=name)
+    assert read_json(tiny / "pretrain/pretrain.json")["positives"] == ["bcva", "cst"]
+
+
+def test_pretraining_off_and_a_foreign_encoder_are_clear_errors(tiny):
+    from olives.errors import InputError
+    from olives.models.weights import WeightsUnavailableError
+    from olives.stages import pretrain as pretrain_stage
+    from olives.stages import train as train_stage
+
+    pretrain_stage.run(stage_params(tiny, pretrain={"epochs": 0}))
+    with pytest.raises(InputError, match=r"set pretrain\.epochs > 0"):
+        train_stage.run(stage_params(tiny, model={"pretrained": "pretrain"}))
+    pretrain_stage.run(stage_params(tiny))
+    other = stage_params(tiny, model={"pretrained": "pretrain", "backbone": "resnet18"})
+    with pytest.raises(WeightsUnavailableError, match="pre-trained for backbone 'resnet10t'"):
+        train_stage.run(other)

@@ -185,7 +185,7 @@ class PretrainConfig:
     positives: tuple[str, ...] = ("bcva", "cst")
     cst_bin: float = 25.0  # CST values within one bin (micrometres) are positives
     projection_dim: int = 128
-    out_dir: str = "models/pretrain"
+    out_dir: str = "pretrain"
     checkpoint_dir: str = "checkpoints/pretrain"
 
 
