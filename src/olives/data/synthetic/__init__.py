@@ -11,18 +11,17 @@ so the bytes depend on the seed and the sizes, never on generation order or work
   with each positive biomarker drawn at a visibility set by `difficulty`, vectorised numpy,
   PNG-encoded with zlib (`png`).
 
+CST is measured on the rendered retina (`clinical`: mean ILM-to-RPE thickness over the central
+1 mm of the foveal scan, on the cheap geometry draws at the 504x496 reference size), so it
+follows the edema and cysts the images show and does not depend on the image size; BCVA follows
+the fluid directly and through CST.
+
 `writer.generate` renders volumes in worker processes (`parallel`) and writes them in order.
 """
 
-from olives.data.synthetic.anatomy import Anatomy, draw_anatomy
-from olives.data.synthetic.labels import (
-    TEST_MODEL,
-    TRAIN_MODEL,
-    LabelModel,
-    Volume,
-    iter_volumes,
-    label_table,
-)
+from olives.data.synthetic.anatomy import Anatomy, Geometry, draw_anatomy, draw_geometry
+from olives.data.synthetic.clinical import iter_volumes, label_table, measure_cst
+from olives.data.synthetic.labels import TEST_MODEL, TRAIN_MODEL, LabelModel, Volume
 from olives.data.synthetic.parallel import resolve_workers
 from olives.data.synthetic.png import encode_png
 from olives.data.synthetic.presets import (
@@ -53,15 +52,18 @@ __all__ = [
     "TEST_MODEL",
     "TRAIN_MODEL",
     "Anatomy",
+    "Geometry",
     "LabelModel",
     "Sizes",
     "Volume",
     "draw_anatomy",
+    "draw_geometry",
     "encode_png",
     "generate",
     "iter_images",
     "iter_volumes",
     "label_table",
+    "measure_cst",
     "render_rng",
     "render_scan",
     "resolve_preset",

@@ -1,16 +1,20 @@
-"""Per-volume rendering constants (`Anatomy`): layer geometry, reflectivity, speckle pool,
-choroid texture, vessels and biomarker appearance, drawn once per volume so that neighbouring
-scans look alike."""
+"""Per-volume rendering constants, drawn once per volume so that neighbouring scans look alike:
+the retina's shape (`Geometry`, cheap, what CST is measured on) first, then the pixel constants
+(`Anatomy`: reflectivity, speckle pool, choroid texture, vessels, hyaloid). Also the shape of
+the retina in each scan (`scan_edema`, `scan_cysts`, `cyst_lift`, `boundaries`), shared by the
+renderer and the CST measurement (`clinical`) so that the two cannot disagree."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from olives.data.schema import BIOMARKERS
-from olives.data.synthetic.labels import Volume
-from olives.data.synthetic.presets import Sizes
+from olives.data.synthetic.labels import TAG_RENDER, Volume
+from olives.data.synthetic.presets import SPLITS, Sizes
 
 # Layers from the inner limiting membrane down: NFL, GCL, IPL, INL, OPL, ONL, IS, EZ, OS, RPE.
 # Reflectivity (0-255 before gain) read off the real OLIVES B-scan.
@@ -18,27 +22,51 @@ _LAYER_LEVEL = (185.0, 125.0, 145.0, 85.0, 125.0, 62.0, 90.0, 195.0, 140.0, 215.
 LAYER_FRACTION = (0.12, 0.14, 0.11, 0.11, 0.08, 0.24)  # of the inner six layers
 REF_HEIGHT, REF_WIDTH = 496.0, 504.0  # the size every pixel constant of the renderer means
 EDGE = 1.8  # width (px) of the soft step between two layers
+# Thickness constants, calibrated so that CST measured on the retina (`clinical`) matches the
+# real OLIVES CST (mean, spread, skew, correlations with BCVA and B1/B5/B6).
+THICK_MEAN, THICK_SD = 76.0, 9.0  # parafoveal thickness (px at the reference height)
+EDEMA_AMP = 0.5  # edema height, fraction of the thickness at full visibility
+EDEMA_GROWTH = 0.0  # extra edema height per unit margin of the B5 run
+CYST_LIFT = 0.9  # ONL thickening over a cyst, fraction of its y radius
+
+
+def render_rng(vol: Volume, seed: int) -> np.random.Generator:
+    """The volume's own render stream: its images never depend on generation order."""
+    key = [seed, TAG_RENDER, SPLITS.index(vol.split), vol.patient_id, vol.eye_id, vol.visit]
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 @dataclass(frozen=True)
-class Anatomy:
-    """Per-volume rendering constants: drawn once so that neighbouring scans look alike."""
+class Geometry:
+    """The retina's shape in one volume: everything the layer boundaries of a scan depend on.
+
+    Drawn first from the render stream, from size-independent scalars only, so that CST can be
+    measured on it at the reference size without the expensive pixel constants."""
 
     width: int
     height: int
     xc: float  # fovea column
+    thick: float  # parafoveal retinal thickness (px)
+    nasal: float  # NFL thickening towards the nasal side
+    pit_width: float
+    pit_depth: float
+    edema_width: float
+    vis: np.ndarray  # (6,) visibility of each biomarker in this volume, in [0, 1]
+    cysts: np.ndarray  # (k, 5): column offset, depth, radius, aspect, phase
+    undulate: np.ndarray  # (6, W) slow thickness changes of the inner six layers
+    wiggle: np.ndarray  # (11, W) small fast ripples of every layer boundary
+
+
+@dataclass(frozen=True)
+class Anatomy(Geometry):
+    """Per-volume rendering constants: the geometry plus what only the pixels need."""
+
     rpe0: float  # RPE row at the fovea
     drift: float  # RPE row change from first to last scan
     tilt: float
     tilt_drift: float
     curv: float
     wobble: np.ndarray  # (W,) slow RPE undulation
-    undulate: np.ndarray  # (6, W) slow thickness changes of the inner six layers
-    wiggle: np.ndarray  # (11, W) small fast ripples of every layer boundary
-    thick: float  # parafoveal retinal thickness (px)
-    nasal: float  # NFL thickening towards the nasal side
-    pit_width: float
-    pit_depth: float
     levels: np.ndarray  # layer reflectivity after this volume's gamma
     gain: float
     floor: float  # vitreous noise-floor level
@@ -50,21 +78,53 @@ class Anatomy:
     grain: float  # relative speckle on tissue
     tex: np.ndarray  # smooth choroid field, wider than the image: vessels drift across scans
     vessels: np.ndarray  # (k, 4): column, drift, width, shadow strength
-    vis: np.ndarray  # (6,) visibility of each biomarker in this volume, in [0, 1]
-    cysts: np.ndarray  # (k, 5): column offset, depth, radius, aspect, phase
     hyaloid: np.ndarray  # (6,): gap, level factor, lift, attachment edge, style, detached flag
-    edema_width: float
 
 
-def pixel_scale(an: Anatomy) -> tuple[float, float]:
+def pixel_scale(an: Geometry) -> tuple[float, float]:
     """(y, x) factors from the 504x496 reference to this image, so features keep their size
     relative to the retina at any resolution."""
     return an.height / REF_HEIGHT, an.width / REF_WIDTH
 
 
+def draw_geometry(
+    vol: Volume, width: int, height: int, difficulty: float, rng: np.random.Generator
+) -> Geometry:
+    """The first draws of the render stream: the same numbers at any image size, scaled to it,
+    so the geometry at the reference size is the one every render of the volume shows."""
+    sy = height / REF_HEIGHT
+    vis = np.array([_visibility(rng, difficulty) for _ in BIOMARKERS])
+    n_cysts = 1 + int(rng.poisson(2 + 4 * vis[5]))
+    cysts = np.column_stack(
+        [
+            rng.normal(0, 0.12, n_cysts) * width,
+            rng.uniform(0.35, 0.75, n_cysts),
+            (0.6 + 18 * vis[5] * rng.uniform(0.5, 1.0, n_cysts)) * sy,
+            rng.uniform(1.0, 1.7, n_cysts),
+            rng.uniform(0, 2 * np.pi, n_cysts),
+        ]
+    )
+    return Geometry(
+        width=width,
+        height=height,
+        xc=width * float(np.clip(0.5 + 0.04 * rng.normal(), 0.35, 0.65)),
+        thick=sy * rng.normal(THICK_MEAN, THICK_SD),
+        nasal=(1 if vol.laterality == "OD" else -1) * rng.uniform(0.3, 0.8),
+        pit_width=width * rng.uniform(0.06, 0.09),
+        pit_depth=rng.uniform(0.75, 0.95),
+        edema_width=width * rng.uniform(0.16, 0.28),
+        vis=vis,
+        cysts=cysts,
+        undulate=_undulations(rng, width, 6),
+        wiggle=_wiggles(rng, width, 11, sy),
+    )
+
+
 def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy:
-    """Anatomy and biomarker appearance of one volume from its render stream."""
+    """Anatomy and biomarker appearance of one volume from its render stream: the geometry
+    first (`draw_geometry`), then the pixel constants, the large ones last."""
     h, w = sizes.height, sizes.width
+    geo = draw_geometry(vol, w, h, sizes.difficulty, rng)
     sy, sx = h / REF_HEIGHT, w / REF_WIDTH
     x = np.arange(w, dtype=np.float32)
     wobble = sum(
@@ -75,8 +135,6 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
     )
     gamma = rng.uniform(0.85, 1.2)
     levels = (255.0 * (np.asarray(_LAYER_LEVEL) / 255.0) ** gamma).astype(np.float32)
-    tilt = rng.uniform(-0.09, 0.09) * h / w
-    illum = (1.0 + rng.uniform(-0.2, 0.2) * (x / w - 0.5) * 2).astype(np.float32)
     n_vessels = int(rng.integers(2, 6))
     vessels = np.column_stack(
         [
@@ -86,17 +144,7 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
             rng.uniform(0.35, 0.7, n_vessels),
         ]
     )
-    vis = np.array([_visibility(rng, sizes.difficulty) for _ in BIOMARKERS])
-    n_cysts = 1 + int(rng.poisson(2 + 4 * vis[5]))
-    cysts = np.column_stack(
-        [
-            rng.normal(0, 0.12, n_cysts) * w,
-            rng.uniform(0.35, 0.75, n_cysts),
-            (0.6 + 18 * vis[5] * rng.uniform(0.5, 1.0, n_cysts)) * sy,
-            rng.uniform(1.0, 1.7, n_cysts),
-            rng.uniform(0, 2 * np.pi, n_cysts),
-        ]
-    )
+    vis = geo.vis
     hyaloid = np.array(
         [
             rng.uniform(1.5, 3.0) + 4 * vis[2],  # gap above the ILM
@@ -107,38 +155,104 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
             rng.uniform(0.0, 1.0) < 0.3 * (0.5 + sizes.difficulty),
         ]
     )
+    shape = {f.name: getattr(geo, f.name) for f in dataclasses.fields(geo)}
     return Anatomy(
-        width=w,
-        height=h,
-        xc=w * float(np.clip(0.5 + 0.04 * rng.normal(), 0.35, 0.65)),
+        **shape,
         rpe0=h * rng.uniform(0.38, 0.48),
         drift=h * rng.uniform(-0.06, 0.06),
-        tilt=tilt,
+        tilt=rng.uniform(-0.09, 0.09) * h / w,
         tilt_drift=rng.uniform(-0.03, 0.03) * h / w,
         curv=h * rng.uniform(-0.01, 0.06),
         wobble=wobble.astype(np.float32),
-        undulate=_undulations(rng, w, 6),
-        wiggle=_wiggles(rng, w, 11, sy),
-        thick=sy * rng.normal(76, 9),
-        nasal=(1 if vol.laterality == "OD" else -1) * rng.uniform(0.3, 0.8),
-        pit_width=w * rng.uniform(0.06, 0.09),
-        pit_depth=rng.uniform(0.75, 0.95),
         levels=levels,
         gain=float(np.exp(rng.normal(0, 0.08))),
         floor=rng.uniform(10, 20),
         window=h * rng.uniform(0.16, 0.26),
         choroid_len=sy * rng.uniform(20, 32),
         choroid_level=rng.uniform(105, 145),
-        illum=illum,
+        illum=(1.0 + rng.uniform(-0.2, 0.2) * (x / w - 0.5) * 2).astype(np.float32),
         noise=_noise_pool(rng, h, w),
         grain=rng.uniform(0.05, 0.08),
         tex=_choroid_field(rng, h, w + max(4, w // 10), sy, sx),
         vessels=vessels,
-        vis=vis,
-        cysts=cysts,
         hyaloid=hyaloid,
-        edema_width=w * rng.uniform(0.16, 0.28),
     )
+
+
+def scan_edema(vol: Volume, an: Geometry, j: int, xs: np.ndarray, vis: float) -> np.ndarray:
+    """Diffuse thickening (px per column) of a B5-positive scan, larger deep inside the run and
+    growing with the margin: wide edema is thick edema, which is what ties CST to B5."""
+    if not vol.labels[j, 4]:
+        return np.zeros_like(xs)
+    margin = float(vol.margins[j, 4])
+    inside = min(max(margin / 0.08, 0.0), 1.0)
+    amp = an.thick * vis * (EDEMA_AMP * (0.6 + 0.4 * inside) + EDEMA_GROWTH * max(margin, 0.0))
+    return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 2)).astype(np.float32)
+
+
+def scan_cysts(vol: Volume, an: Geometry, j: int) -> list[tuple[float, float, float, float]]:
+    """(column, depth fraction, x radius, y radius) of the cysts cut by a B6-positive scan.
+
+    Cysts are volume-level tracks, so neighbouring scans cut the same cysts at similar sizes;
+    at least one is kept visible in every positive scan."""
+    if not vol.labels[j, 5]:
+        return []
+    sy, sx = pixel_scale(an)
+    u = (j + 0.5) / vol.scans
+    inside = float(np.clip(vol.margins[j, 5] / 0.08, 0.0, 1.0))
+    out = []
+    for dx, depth, r, aspect, phase in an.cysts:
+        ry = r * (0.45 + 0.55 * inside) * (0.75 + 0.25 * math.cos(6 * math.pi * u + phase))
+        out.append((an.xc + dx, depth, ry * aspect * sx / sy, ry))
+    largest = max(range(len(out)), key=lambda k: out[k][3])
+    x0, depth, rx, ry = out[largest]
+    grow = max(1.0, (0.6 + 3.0 * an.vis[5]) * sy / ry)
+    out[largest] = (x0, depth, rx * grow, ry * grow)
+    return out
+
+
+def cyst_lift(an: Geometry, xs: np.ndarray, cysts: list[tuple[float, ...]]) -> np.ndarray:
+    """(W,) px by which the cysts of a scan thicken the ONL: fluid adds volume."""
+    lift = np.zeros(an.width, dtype=np.float32)
+    for x0, _, rx, ry in cysts:
+        lift += CYST_LIFT * ry * np.exp(-0.5 * ((xs + an.xc - x0) / (2.5 * rx)) ** 2)
+    return lift
+
+
+def boundaries(
+    an: Geometry,
+    rpe: np.ndarray,
+    xs: np.ndarray,
+    u: float,
+    centre: float,
+    edema: np.ndarray,
+    lift: np.ndarray,
+) -> np.ndarray:
+    """(11, W) rows of the layer tops from the ILM down to the RPE bottom."""
+    sy, _ = pixel_scale(an)
+    t = an.thick
+    fovea = math.exp(-(((u - centre) / 0.1) ** 2))
+    fill = np.clip(1.0 - 2.0 * edema / t, 0.0, 1.0)
+    pit = an.pit_depth * fovea * fill * np.exp(-((xs / an.pit_width) ** 2))
+    side = np.clip(1.0 + an.nasal * xs / (an.width / 2), 0.4, 1.8)
+    f = LAYER_FRACTION
+    thick = np.stack(
+        [
+            t * f[0] * side * (1 - pit) * an.undulate[0],
+            t * f[1] * (1 - pit) * an.undulate[1],
+            t * f[2] * (1 - pit) * an.undulate[2],
+            t * f[3] * (1 - 0.8 * pit) * an.undulate[3] + 0.3 * edema,
+            t * f[4] * (1 - 0.6 * pit) * an.undulate[4] + 0.15 * edema,
+            t * f[5] * (1 + 0.35 * pit) * an.undulate[5] + 0.55 * edema + lift,
+            np.full_like(xs, t * 0.075),
+            np.full_like(xs, 4.5 * sy),
+            np.full_like(xs, t * 0.03),
+            np.full_like(xs, 8.0 * sy),
+        ]
+    )
+    bottom = rpe + 8.0 * sy
+    below = np.cumsum(thick[::-1], axis=0)[::-1]  # thickness from each top to the bottom
+    return (np.vstack([bottom - below, bottom[None, :]]) + an.wiggle).astype(np.float32)
 
 
 def _undulations(rng: np.random.Generator, w: int, n: int) -> np.ndarray:

@@ -1,10 +1,12 @@
 """The label model: patient -> eyes -> visits -> volumes of B-scans, labels only, no pixels.
 
-A latent disease severity drives B1/B5/B6 and BCVA/CST; B2/B3 are vitreous states of one
-hyaloid; B4 is independent. The constants were calibrated by simulation against the real OLIVES
+A latent disease severity drives B1/B5/B6 and BCVA; B2/B3 are vitreous states of one hyaloid;
+B4 is independent. CST is not drawn here: `clinical` measures it on the rendered retina, whose
+edema and cysts follow the B5/B6 labels, and BCVA then follows the fluid directly and through
+that CST (`with_cst`). The constants were calibrated by simulation against the real OLIVES
 training labels (prevalence, label and clinical correlations, runs along the scan axis); the
 test split shifts prevalence towards the VIP Cup RECOVERY set. Cheap enough to run at OLIVES
-scale in tests (`label_table`).
+scale in tests (`clinical.label_table`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,10 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from olives.config import SyntheticSource
-from olives.data.schema import BIOMARKERS
-from olives.data.synthetic.presets import SPLITS, TEST_ID_OFFSET, Sizes, resolve_preset
+from olives.data.synthetic.presets import SPLITS, TEST_ID_OFFSET, Sizes
 
 # Entropy tags keep the patient, label and render streams of one volume independent.
 TAG_PATIENT, TAG_LABELS, TAG_RENDER, TAG_STRATA = 11, 23, 37, 41
@@ -61,11 +59,6 @@ class LabelModel:
     ell4: float = 0.09
     # vitreous states: full, partial, none, full+partial, none+partial, full+none+partial
     vitreous: tuple[float, ...] = (0.40, 0.10, 0.05, 0.27, 0.13, 0.05)
-    cst0: float = 232.0
-    cst5: float = 350.0
-    cst6: float = 55.0
-    cst_s: float = -12.6  # fitted: CST rises through the B5/B6 extents, not severity itself
-    cst_noise: float = 28.0
     va0: float = 83.7
     va5: float = 7.3
     va6: float = 7.0
@@ -102,23 +95,26 @@ class Volume:
     labels: np.ndarray  # (scans, 6) bool
     margins: np.ndarray  # (scans, 6) float: how far inside the positive region each scan lies
     vitreous: int  # index into LabelModel.vitreous
-    bcva: float
-    cst: float
+    bcva_base: float  # BCVA (letters) before its CST term: severity, fluid extents, noise
+    missing: tuple[bool, bool]  # (BCVA, CST) not recorded for this volume
+    bcva: float = math.nan  # set with the measured CST (`with_cst`)
+    cst: float = math.nan  # micrometres, measured on the rendered retina (`clinical`)
 
     @property
     def scans(self) -> int:
         return int(self.labels.shape[0])
 
 
-def iter_volumes(
+def draw_volumes(
     sizes: Sizes, seed: int, split: str, include_unlabeled: bool = False
 ) -> Iterator[Volume]:
-    """Every volume of `split` in patient, eye, visit order (labels only, no pixels)."""
+    """Every volume of `split` in patient, eye, visit order: labels, no CST/BCVA yet (those
+    come from `clinical.iter_volumes`, which measures CST on the retina)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    model = TRAIN_MODEL if split == "train" else TEST_MODEL
+    model = _model(split)
     code = SPLITS.index(split)
     count = sizes.patients if split == "train" else sizes.test_patients
     offset = 0 if split == "train" else TEST_ID_OFFSET
@@ -162,6 +158,23 @@ def iter_volumes(
                     when,
                     vit_eye,
                 )
+
+
+def _model(split: str) -> LabelModel:
+    return TRAIN_MODEL if split == "train" else TEST_MODEL
+
+
+def with_cst(vol: Volume, cst: float) -> Volume:
+    """`vol` with its measured CST (micrometres) and the BCVA that follows: fluid lowers vision
+    directly (`bcva_base`) and through the thickening it causes. Rounded and clipped like the
+    real records; a missing value is NaN."""
+    bcva = vol.bcva_base - _model(vol.split).va_cst * (cst - 300) / 100
+    no_bcva, no_cst = vol.missing
+    return dataclasses.replace(
+        vol,
+        bcva=math.nan if no_bcva else float(np.clip(round(bcva), 35, 97)),
+        cst=math.nan if no_cst else float(np.clip(round(cst), 150, 800)),
+    )
 
 
 def _strata(seed: int, code: int, count: int) -> np.ndarray:
@@ -227,22 +240,9 @@ def _draw_volume(
     scores = np.stack([sc1, b2 - 0.5, b3 - 0.5, sc4, sc5, sc6], axis=1)
     labels = scores > 0
     f5, f6 = labels[:, 4].mean(), labels[:, 5].mean()
-    cst = m.cst0 + m.cst5 * f5**2 + m.cst6 * f6 + m.cst_s * s + m.cst_noise * rng.normal()
-    cst = 200 - (200 - cst) * 0.5 if cst < 200 else cst
-    bcva = (
-        m.va0
-        - m.va5 * f5
-        - m.va6 * f6
-        - m.va_s * s
-        - m.va_cst * (cst - 300) / 100
-        + m.va_noise * rng.normal()
-    )
-    bcva_v = float(np.clip(round(bcva), 35, 97))
-    cst_v = float(np.clip(round(cst), 150, 800))
-    if rng.random() < m.missing:
-        bcva_v = math.nan
-    if rng.random() < m.missing:
-        cst_v = math.nan
+    # BCVA's label-stream draws come here, so the label stream never depends on rendering.
+    bcva_base = m.va0 - m.va5 * f5 - m.va6 * f6 - m.va_s * s + m.va_noise * rng.normal()
+    missing = (bool(rng.random() < m.missing), bool(rng.random() < m.missing))
     return Volume(
         split=split,
         patient_id=patient,
@@ -255,8 +255,8 @@ def _draw_volume(
         labels=labels,
         margins=scores,
         vitreous=vit,
-        bcva=bcva_v,
-        cst=cst_v,
+        bcva_base=float(bcva_base),
+        missing=missing,
     )
 
 
@@ -274,40 +274,9 @@ def _vitreous_labels(
     return b2.astype(float), b3.astype(float)
 
 
-def label_table(
-    cfg: SyntheticSource, seed: int, split: str = "train", include_unlabeled: bool = False
-) -> pd.DataFrame:
-    """One row per image, without pixels: the exact labels `generate` writes, fast enough to
-    check prevalence and correlations at OLIVES scale in tests."""
-    sizes = resolve_preset(cfg)
-    rows = [
-        row
-        for vol in iter_volumes(sizes, seed, split, include_unlabeled)
-        for row in _volume_rows(vol)
-    ]
-    return pd.DataFrame(rows)
-
-
-def _volume_rows(vol: Volume) -> Iterator[dict[str, Any]]:
-    for j in range(vol.scans):
-        row: dict[str, Any] = {
-            "Patient_ID": vol.patient_id,
-            "Eye_ID": float(vol.eye_id),
-            "laterality": vol.laterality,
-            "visit": vol.visit,
-            "scan": j,
-            "path": image_path(vol, j),
-        }
-        for k, name in enumerate(BIOMARKERS):
-            row[name] = float(vol.labels[j, k]) if vol.labelled else None
-        row["BCVA"] = None if math.isnan(vol.bcva) else vol.bcva
-        row["CST"] = None if math.isnan(vol.cst) else vol.cst
-        yield row
-
-
 def image_path(vol: Volume, j: int) -> str:
-    """The `Image.path` of scan `j`: shared by `label_table` and the parquet rows, so the two
-    can be matched row for row."""
+    """The `Image.path` of scan `j`: shared by `clinical.label_table` and the parquet rows, so
+    the two can be matched row for row."""
     return (
         f"synthetic/P{vol.patient_id:04d}/{vol.laterality}/V{vol.visit + 1}/vol0/scan_{j:02d}.png"
     )

@@ -20,7 +20,8 @@ from typing import Any
 from olives.config import SyntheticSource
 from olives.data.schema import BIOMARKERS, olives_features
 from olives.data.shards import ShardWriter
-from olives.data.synthetic.labels import Volume, image_path, iter_volumes
+from olives.data.synthetic.clinical import iter_volumes
+from olives.data.synthetic.labels import Volume, image_path
 from olives.data.synthetic.parallel import ordered_map, resolve_workers
 from olives.data.synthetic.png import encode_png
 from olives.data.synthetic.presets import SPLITS, Sizes, resolve_preset
