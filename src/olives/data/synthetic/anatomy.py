@@ -24,9 +24,9 @@ REF_HEIGHT, REF_WIDTH = 496.0, 504.0  # the size every pixel constant of the ren
 EDGE = 1.8  # width (px) of the soft step between two layers
 # Thickness constants, calibrated so that CST measured on the retina (`clinical`) matches the
 # real OLIVES CST (mean, spread, skew, correlations with BCVA and B1/B5/B6).
-THICK_MEAN, THICK_SD = 76.0, 9.0  # parafoveal thickness (px at the reference height)
-EDEMA_AMP = 0.5  # edema height, fraction of the thickness at full visibility
-EDEMA_GROWTH = 0.0  # extra edema height per unit margin of the B5 run
+THICK_MEAN, THICK_SD = 73.0, 9.0  # parafoveal thickness (px at the reference height)
+EDEMA_AMP = 0.2  # edema height at the edge of a B5 run, fraction of the thickness
+EDEMA_GROWTH = 4.0  # extra height per squared margin of the scan inside the run
 CYST_LIFT = 0.9  # ONL thickening over a cyst, fraction of its y radius
 
 
@@ -180,13 +180,14 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
 
 
 def scan_edema(vol: Volume, an: Geometry, j: int, xs: np.ndarray, vis: float) -> np.ndarray:
-    """Diffuse thickening (px per column) of a B5-positive scan, larger deep inside the run and
-    growing with the margin: wide edema is thick edema, which is what ties CST to B5."""
+    """Diffuse thickening (px per column) of a B5-positive scan, growing with the square of its
+    margin: deep inside a wide run the edema is thick, which ties CST to the B5 extent and gives
+    its right skew."""
     if not vol.labels[j, 4]:
         return np.zeros_like(xs)
-    margin = float(vol.margins[j, 4])
-    inside = min(max(margin / 0.08, 0.0), 1.0)
-    amp = an.thick * vis * (EDEMA_AMP * (0.6 + 0.4 * inside) + EDEMA_GROWTH * max(margin, 0.0))
+    margin = max(float(vol.margins[j, 4]), 0.0)
+    inside = min(margin / 0.08, 1.0)
+    amp = an.thick * vis * (EDEMA_AMP * (0.6 + 0.4 * inside) + EDEMA_GROWTH * margin**2)
     return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 2)).astype(np.float32)
 
 

@@ -62,8 +62,8 @@ class LabelModel:
     va0: float = 83.7
     va5: float = 7.3
     va6: float = 7.0
-    va_s: float = 1.9
-    va_cst: float = 1.3
+    va_s: float = 1.3
+    va_cst: float = 2.0  # letters per 100 um of measured CST
     va_noise: float = 8.9
     missing: float = 0.005  # chance that a volume lacks BCVA (and, independently, CST)
 
