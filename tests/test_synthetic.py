@@ -261,6 +261,50 @@ def test_clinical_values_look_like_olives(big_train: pd.DataFrame) -> None:
     assert (per_volume <= 1).all().all()
 
 
+def test_cst_rises_with_fluid_and_bcva_falls_with_cst(big_train: pd.DataFrame) -> None:
+    """CST is measured on a retina that the B5 edema and B6 cysts thicken, and BCVA follows it:
+    group means are monotone in the fluid's extent (fraction of positive scans of a volume)."""
+    volumes = big_train.groupby(["Eye_ID", "visit"]).agg(
+        cst=("CST", "first"), bcva=("BCVA", "first"), b5=("B5", "mean"), b6=("B6", "mean")
+    )
+    for extent in ("b5", "b6"):
+        bins = pd.cut(volumes[extent], [-0.01, 0.0, 0.3, 0.6, 1.0])
+        means = volumes.groupby(bins, observed=True)["cst"].mean()
+        assert len(means) == 4 and means.is_monotonic_increasing, (extent, means)
+    assert volumes.loc[volumes["b5"] == 0, "cst"].median() == pytest.approx(255, abs=30)
+    quartiles = pd.qcut(volumes["cst"], 4)
+    assert volumes.groupby(quartiles, observed=True)["bcva"].mean().is_monotonic_decreasing
+
+
+def test_cst_is_the_thickness_of_the_rendered_retina() -> None:
+    """The ILM of the rendered foveal scan rises by the CST that B5 edema adds, and CST does not
+    depend on the image size (it is measured on the 504x496 reference geometry)."""
+    sizes = syn.resolve_preset(SyntheticSource(preset="tiny", difficulty=0.0))
+    for seed in range(3):
+        vol = next(syn.iter_volumes(sizes, seed=seed, split="train"))
+        j = min(int(vol.centre * vol.scans), vol.scans - 1)  # the foveal scan
+        vol = dataclasses.replace(vol, centre=(j + 0.5) / vol.scans)  # its pit at the fovea
+        csts, ilms = [], []
+        for on in (False, True):
+            labels = np.zeros_like(vol.labels)
+            labels[:, 4] = on
+            v = dataclasses.replace(vol, labels=labels, margins=np.full(vol.margins.shape, 0.2))
+            an = syn.draw_anatomy(v, sizes, np.random.default_rng(seed + 1))
+            img = syn.render_scan(v, an, j, np.random.default_rng(seed + 2))
+            central = np.abs(np.arange(an.width) - an.xc) <= 42  # the central 1 mm
+            ilms.append(_ilm_rows(img)[central].mean())
+            csts.append(syn.measure_cst(v, an))
+        added, risen = csts[1] - csts[0], (ilms[0] - ilms[1]) * 3.87
+        assert 150 < csts[0] < 320 and added > 40
+        # each scan jitters its visibility by 0.75-1.2 around the volume's, which CST uses
+        assert 0.7 * added - 8 < risen < 1.25 * added + 8, (seed, added, risen)
+    small, large = (dataclasses.replace(SMALL, width=w, height=w) for w in (64, 252))
+    for split in syn.SPLITS:
+        cst = syn.label_table(small, seed=1, split=split)["CST"]
+        pd.testing.assert_series_equal(cst, syn.label_table(large, seed=1, split=split)["CST"])
+        assert cst.nunique() > 1
+
+
 # --- structure -------------------------------------------------------------------------------
 
 
