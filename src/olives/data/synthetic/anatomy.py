@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,7 +213,7 @@ def scan_cysts(vol: Volume, an: Geometry, j: int) -> list[tuple[float, float, fl
     return out
 
 
-def cyst_lift(an: Geometry, xs: np.ndarray, cysts: list[tuple[float, ...]]) -> np.ndarray:
+def cyst_lift(an: Geometry, xs: np.ndarray, cysts: Sequence[tuple[float, ...]]) -> np.ndarray:
     """(W,) px by which the cysts of a scan thicken the ONL: fluid adds volume."""
     lift = np.zeros(an.width, dtype=np.float32)
     for x0, _, rx, ry in cysts:
