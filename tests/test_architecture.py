@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "olives.runtime",
         "olives.tracking",
         "olives.layout",
+        "olives.initaxis",
         "olives.checkpoint",
         "olives.calibration",
     ),

@@ -41,6 +41,7 @@ RUNTIME_KEYS = (
     "tracking",
     "evaluate.out_dir",
     "paper.out_dir",
+    "paper.init.data_dir",
     "report.out_dir",
 )
 
@@ -102,7 +103,13 @@ def test_every_parameter_is_a_dependency_or_a_runtime_knob():
             if n != "aggregate"
         )
     )
-    grid = {"paper.fusions", "paper.losses", "paper.seeds"}  # the matrix itself (stage names)
+    grid = {  # the matrices themselves (stage names)
+        "paper.fusions",
+        "paper.losses",
+        "paper.seeds",
+        "paper.init.inits",
+        "paper.init.modes",
+    }
     every = set(flatten(Params()))
     assert every - used - expand(RUNTIME_KEYS) - grid == set()
 

@@ -349,5 +349,5 @@ def test_ablation_cells_are_experiments_not_registered_models():
         "image",
         "bce",
         1,
-        3,
+        Params().paper.epochs,
     )

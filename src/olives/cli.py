@@ -31,7 +31,10 @@ STAGES = {
     "evaluate": "test-split predictions, metrics with CIs, ROC/PR curves",
     "report": "reports/report.md: data, results with CIs, curves, error analysis",
     "ablate": "train + evaluate one cell of the paper's ablation grid",
-    "aggregate": "the paper's ablation table: mean ± std over seeds per cell",
+    "init_data": "the paper's init axis: its own synthetic data with unlabelled scans",
+    "init_pretrain": "the paper's init axis: the contrastive encoder of one seed",
+    "init_cell": "the paper's init axis: train + evaluate one init x mode x seed cell",
+    "aggregate": "the paper's tables: mean ± std over seeds per cell",
 }
 TOOLS = {
     "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
@@ -50,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
     ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
     ablate.add_argument("--seed", required=True, type=int)
+    parsers["init_pretrain"].add_argument("--seed", required=True, type=int)
+    cell = parsers["init_cell"]
+    cell.add_argument("--init", required=True, choices=["imagenet", "contrastive"])
+    cell.add_argument("--mode", required=True, choices=["linear", "finetune"])
+    cell.add_argument("--seed", required=True, type=int)
     predict = parsers["predict"]
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     predict.add_argument(
@@ -105,6 +113,14 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
         from olives.stages import ablate
 
         ablate.run(params, args.fusion, args.loss, args.seed)
+    elif args.command == "init_pretrain":
+        from olives.stages import init_pretrain
+
+        init_pretrain.run(params, args.seed)
+    elif args.command == "init_cell":
+        from olives.stages import init_cell
+
+        init_cell.run(params, args.init, args.mode, args.seed)
     else:
         importlib.import_module(f"olives.stages.{args.command}").run(params)
 

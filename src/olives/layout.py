@@ -136,3 +136,12 @@ class PaperFiles:
 
     def cell_evaluation(self, cell: Path) -> EvaluateFiles:
         return EvaluateFiles(cell / "eval")
+
+    @property
+    def init_runs(self) -> Path:
+        """`init/<init>-<mode>-s<seed>/`: the initialisation axis's cells, laid out as `runs/`."""
+        return self.root / "init"
+
+    def encoder(self, seed: int) -> Path:
+        """`pretrain/s<seed>/`: the contrastive encoder of one seed (`PretrainFiles` layout)."""
+        return self.root / "pretrain" / f"s{seed}"

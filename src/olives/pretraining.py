@@ -29,7 +29,14 @@ from olives.contrastive import ProjectionHead, clinical_loss
 from olives.loader import BatchSource, SplitData
 from olives.models.backbone import GreyInput
 from olives.runtime import Runtime
-from olives.training import Loop, configure_torch, make_scheduler, steps_per_epoch, train_epoch
+from olives.training import (
+    Loop,
+    configure_torch,
+    make_scheduler,
+    steps_per_epoch,
+    train_epoch,
+    use_fp16,
+)
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("val", "test")
@@ -78,7 +85,8 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, projected: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         batch = codes.shape[0]
-        views = projected.view(2, batch, -1).transpose(0, 1)
+        # float32: logits over a 0.07 temperature lose too much in bf16 under CUDA autocast
+        views = projected.float().view(2, batch, -1).transpose(0, 1)
         return clinical_loss(views, codes.long(), self.temperature)
 
 
@@ -115,7 +123,7 @@ def pretrain(
         loss_fn=ContrastiveLoss(temperature),
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, steps),
-        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        scaler=torch.amp.GradScaler("cuda", enabled=use_fp16(cfg.amp, runtime)),
         augment=TwoViews(cfg.augment).to(runtime.device),
         train=BatchSource(data, runtime),
         val=None,

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from olives.config import Params, select
+from olives.config import Params, TrainConfig, select
 from olives.layout import PaperFiles
 from olives.stages import evaluate, train
 
@@ -34,24 +34,33 @@ def cell_name(fusion: str, loss: str, seed: int) -> str:
 def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
     """The pipeline's params with this cell's fusion, loss, seed, epochs and folders."""
     name = cell_name(fusion, loss, seed)
-    folder = PaperFiles(Path(params.paper.out_dir)).cell(name)
-    cfg = dataclasses.replace(
-        params.train,
-        epochs=params.paper.epochs or params.train.epochs,
-        model_dir=str(folder / "model"),
-        report_dir=str(folder / "train"),
-        checkpoint_dir=f"{params.train.checkpoint_dir}/paper/{name}",
-    )
-    return dataclasses.replace(
+    cell = dataclasses.replace(
         params,
         seed=seed,
         model=dataclasses.replace(params.model, fusion=fusion),
         loss=dataclasses.replace(params.loss, name=loss),
+    )
+    cfg = dataclasses.replace(params.train, epochs=params.paper.epochs or params.train.epochs)
+    return cell_folders(cell, PaperFiles(Path(params.paper.out_dir)).cell(name), cfg, name)
+
+
+def cell_folders(cell: Params, folder: Path, cfg: TrainConfig, name: str) -> Params:
+    """`cell` training with `cfg` into `folder/{model,train,eval}`, with its own checkpoint,
+    logged to the `<experiment>-paper` MLflow experiment; a grid cell is an experiment, never
+    a served model, so it is not registered (and cannot take the `champion` alias)."""
+    cfg = dataclasses.replace(
+        cfg,
+        model_dir=str(folder / "model"),
+        report_dir=str(folder / "train"),
+        checkpoint_dir=f"{cell.train.checkpoint_dir}/paper/{name}",
+    )
+    return dataclasses.replace(
+        cell,
         train=cfg,
-        evaluate=dataclasses.replace(params.evaluate, out_dir=str(folder / "eval")),
-        tracking=dataclasses.replace(  # a grid cell is an experiment, never a served model
-            params.tracking,
-            experiment=f"{params.tracking.experiment}-paper",
+        evaluate=dataclasses.replace(cell.evaluate, out_dir=str(folder / "eval")),
+        tracking=dataclasses.replace(
+            cell.tracking,
+            experiment=f"{cell.tracking.experiment}-paper",
             registered_model=None,
         ),
     )

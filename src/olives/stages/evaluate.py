@@ -99,6 +99,8 @@ def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
         "fusion": bundle.model.cfg.fusion,
         "loss": bundle.params.get("loss.name"),
         "seed": bundle.params.get("seed"),
+        "pretrained": bundle.params.get("model.pretrained"),
+        "freeze_backbone": bundle.params.get("train.freeze_backbone"),
     }
 
 

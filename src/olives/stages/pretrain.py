@@ -52,6 +52,7 @@ PARAMS = (
     "train.augment",
     "train.grad_clip",
     "train.min_lr_ratio",
+    "train.amp",
 )
 
 
@@ -78,7 +79,6 @@ def loop_config(params: Params) -> TrainConfig:
         layer_decay=None,
         freeze_backbone=False,
         warmup_epochs=p.warmup_epochs,
-        amp=False,
         compile=False,
     )
 

@@ -46,6 +46,9 @@ PRESETS: Mapping[str, tuple[int, int, int, int]] = MappingProxyType(
         "tiny": (4, 2, 2, 5),
         "default": (36, 12, 2, 25),
         "full": (87, 40, 2, 49),
+        # the paper's initialisation axis: few labels, with unlabeled_fraction 7 about 3k
+        # unlabelled scans, sized for contrastive pre-training on a 2-core CPU
+        "pretrain": (24, 12, 2, 8),
     }
 )
 

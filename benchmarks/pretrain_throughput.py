@@ -1,0 +1,126 @@
+"""Contrastive pre-training throughput and memory per batch size (`olives.pretraining`).
+
+Large batches matter for contrastive learning (more positives and negatives per anchor), so
+this says what fits: for each batch size, one warm-up epoch and one timed epoch of `pretrain`
+(two augmented views per scan, encoder + projection head, the clinical SupCon loss) over a
+memory-mapped uint8 cache of random scans with random BCVA/CST codes, and, on a GPU, the peak
+memory the epoch allocated. A batch that does not fit prints `out of memory` and the sweep
+stops there.
+
+    python benchmarks/pretrain_throughput.py [--backbone tf_efficientnet_lite0] [--size 224]
+        [--batches 128 256 512] [--steps 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from olives.config import Params, from_dict
+from olives.loader import SplitData
+from olives.models.backbone import create_backbone
+from olives.pretraining import Encoder, pretrain
+from olives.runtime import Runtime
+from olives.stages.pretrain import loop_config
+
+
+def cache(folder: Path, n: int, size: int) -> SplitData:
+    """`n` random uint8 scans (memory-mapped, as the preprocess stage writes them) with two
+    clinical codes each (100 BCVA values, 20 CST bins)."""
+    images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (n, size, size))
+    images[:] = np.random.default_rng(0).integers(0, 255, images.shape, dtype=np.uint8)
+    images.flush()
+    rng = np.random.default_rng(1)
+    codes = np.column_stack([rng.integers(0, 100, n), rng.integers(0, 20, n)])
+    return SplitData(
+        np.load(folder / "images.npy", mmap_mode="r"),
+        np.arange(n),
+        codes.astype(np.float32),
+        np.zeros((n, 0), dtype=np.float32),
+        pd.DataFrame(index=range(n)),
+    )
+
+
+def measure(args: argparse.Namespace, batch: int, runtime: Runtime, folder: Path) -> dict:
+    """Scans per second of the second of two epochs, and the peak GPU memory (GiB)."""
+    params = from_dict(
+        Params,
+        {
+            "model": {"backbone": args.backbone, "pretrained": "none"},
+            "pretrain": {"epochs": 2, "batch_size": batch, "warmup_epochs": 0.0},
+            "train": {"progress": False},
+        },
+    )
+    data = cache(folder, batch * args.steps, args.size)
+    torch.manual_seed(0)
+    backbone, data_config = create_backbone(args.backbone, "none", 0.0, (args.size, args.size))
+    encoder = Encoder(backbone, data_config, params.pretrain.projection_dim)
+    times: list[float] = []
+
+    def tick(record: dict) -> None:
+        runtime.synchronize()
+        times.append(time.perf_counter())
+
+    if runtime.cuda:
+        torch.cuda.reset_peak_memory_stats()
+    runtime.synchronize()
+    times.append(time.perf_counter())
+    result = pretrain(
+        encoder,
+        data,
+        loop_config(params),
+        params.pretrain.temperature,
+        seed=0,
+        runtime=runtime,
+        on_epoch=tick,
+    )
+    loss = result.state.history[-1]["train_loss"]
+    assert np.isfinite(loss), loss
+    peak = torch.cuda.max_memory_allocated() / 2**30 if runtime.cuda else float("nan")
+    return {
+        "batch": batch,
+        "scans_per_second": len(data) / (times[2] - times[1]),
+        "first_epoch_seconds": times[1] - times[0],
+        "peak_gib": peak,
+        "loss": loss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    runtime = Runtime.from_env()
+    rows = []
+    print(f"{args.backbone}, {args.size} px, {runtime.device}, two views per scan")
+    print(f"{'batch':>6}{'scans/s':>10}{'views/s':>10}{'peak GiB':>10}")
+    for batch in args.batches:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                row = measure(args, batch, runtime, Path(tmp))
+            except torch.OutOfMemoryError:
+                print(f"{batch:>6}  out of memory")
+                break
+        rows.append(row)
+        s = row["scans_per_second"]
+        print(f"{batch:>6}{s:>10.0f}{2 * s:>10.0f}{row['peak_gib']:>10.2f}")
+        if runtime.cuda:
+            torch.cuda.empty_cache()
+    if args.json:
+        figures = {"backbone": args.backbone, "size": args.size, "runs": rows}
+        args.json.write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
