@@ -123,7 +123,8 @@ def stage_params(root, **over):
     return from_dict(Params, raw)
 
 
-def test_linear_evaluation_keeps_the_pretrained_encoder(tiny, tmp_path):
+@pytest.mark.parametrize("fusion", ["image", "concat", "film"])
+def test_linear_evaluation_keeps_the_pretrained_encoder(tiny, fusion):
     from safetensors.torch import load_file
 
     from olives.io import read_json
@@ -134,7 +135,9 @@ def test_linear_evaluation_keeps_the_pretrained_encoder(tiny, tmp_path):
     summary = pretrain_stage.run(stage_params(tiny))
     assert summary["enabled"] and summary["epochs"] == 1 and summary["scans"] > 0
     encoder = load_file(str(tiny / "pretrain/encoder.safetensors"))
-    params = stage_params(tiny, model={"pretrained": "pretrain"}, train={"freeze_backbone": True})
+    params = stage_params(
+        tiny, model={"pretrained": "pretrain", "fusion": fusion}, train={"freeze_backbone": True}
+    )
     train_stage.run(params)
     backbone = ModelBundle.load(tiny / "models", "cpu").model.backbone.state_dict()
     assert set(encoder) <= set(backbone)
