@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "olives.tracking",
         "olives.layout",
         "olives.initaxis",
+        "olives.launch",
         "olives.checkpoint",
         "olives.calibration",
     ),

@@ -76,3 +76,20 @@ def test_train_stage_runs_under_torchrun_with_two_processes(project):
     assert written["val_macro_auroc"] == pytest.approx(np.nanmean(table["auroc"]), abs=1e-6)
     assert written["val_macro_f1"] == pytest.approx(np.nanmean(table["f1_at_0.5"]), abs=1e-6)
     assert written["val_loss"] == pytest.approx(float(loss_fn(logits, source.labels)), rel=1e-5)
+
+
+def test_pretrain_stage_runs_under_torchrun_with_two_processes(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pretrain"] = {**params["pretrain"], "epochs": 2, "batch_size": 4}
+    (project / "pretrain.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = olives(project, "--params", "pretrain.yaml", "pretrain")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "nproc_per_node=2" in result.stderr  # the stage launched torchrun itself
+    assert sorted(p.name for p in (project / "pretrain").iterdir()) == [
+        "encoder.safetensors",
+        "history.csv",
+        "pretrain.json",
+    ]
+    summary = read_json(project / "pretrain/pretrain.json")  # written once, by rank 0
+    assert summary["enabled"] and summary["epochs"] == 2
+    assert np.isfinite(summary["final_loss"])

@@ -25,7 +25,8 @@ from olives.config import Params, TrainConfig, flatten, select
 from olives.contrastive import positive_codes
 from olives.data.cache import open_cache
 from olives.data.prepare import read_index
-from olives.io import reset_dir, write_json
+from olives.io import read_json, reset_dir, write_json
+from olives.launch import needs_launch, torchrun
 from olives.layout import PretrainFiles
 from olives.models.backbone import create_backbone
 from olives.pretraining import Encoder, codes_as_split, pretrain, pretraining_rows
@@ -53,6 +54,7 @@ PARAMS = (
     "train.grad_clip",
     "train.min_lr_ratio",
     "train.amp",
+    "train.nproc_per_node",
 )
 
 
@@ -62,6 +64,9 @@ def run(params: Params) -> dict[str, Any]:
         summary = {"enabled": False, "reason": "pretrain.epochs is 0"}
         write_json(files.summary, summary)
         return summary
+    if needs_launch(params):  # train.nproc_per_node > 1: DDP, one process per device
+        torchrun(params, "pretrain")
+        return read_json(files.summary)
     runtime = Runtime.from_env()
     with started(runtime):
         return run_pretraining(params, runtime, files)
