@@ -14,6 +14,7 @@ from olives.initaxis import data_params
 from olives.io import read_json
 from olives.models.bundle import ModelBundle
 from olives.stages import aggregate, init_cell, init_data, init_pretrain
+from olives.stages.train import run_name
 
 
 def test_the_axis_has_its_own_data_with_unlabelled_scans():
@@ -44,6 +45,9 @@ def test_cells_start_from_the_right_encoder_and_are_never_registered():
         assert cell.tracking.registered_model is None
         assert cell.tracking.experiment == "olives-biomarkers-paper"
     assert contrastive.train.model_dir != imagenet.train.model_dir
+    # MLflow run names tell the cells apart
+    assert run_name(contrastive) == "tf_efficientnet_lite0-contrastive-image-focal-linear-e10-s2"
+    assert run_name(imagenet) == "tf_efficientnet_lite0-image-focal-e10-s2"
 
 
 def test_imagenet_cells_refuse_a_start_without_pretrained_weights():

@@ -226,7 +226,7 @@ class InitAxisConfig:
     preset: str = "pretrain"
     unlabeled_fraction: float = 7.0
     size: int = 64
-    pretrain_epochs: int = 3
+    pretrain_epochs: int = 2
     epochs: int = 10
     fusion: Literal["image", "clinical", "concat", "film"] = "image"
     data_dir: str = "data/paper"

@@ -160,9 +160,13 @@ def model_config(params: Params) -> ModelConfig:
 
 
 def run_name(params: Params) -> str:
-    """`<dvc experiment>/<backbone>-<fusion>-<loss>-e<epochs>-s<seed>`: distinct per setting."""
+    """`<dvc experiment>/<backbone>[-contrastive]-<fusion>-<loss>[-linear]-e<epochs>-s<seed>`:
+    distinct per setting (`-contrastive`: from the pretrain stage's encoder; `-linear`: frozen
+    backbone)."""
+    start = "-contrastive" if params.model.pretrained == "pretrain" else ""
+    linear = "-linear" if params.train.freeze_backbone else ""
     name = (
-        f"{params.model.backbone}-{params.model.fusion}-{params.loss.name}"
+        f"{params.model.backbone}{start}-{params.model.fusion}-{params.loss.name}{linear}"
         f"-e{params.train.epochs}-s{params.seed}"
     )
     experiment = os.environ.get("DVC_EXP_NAME")
