@@ -1,8 +1,9 @@
 """`olives predict` throughput: scans/s from PNG files on disk to the predictions CSV.
 
-Writes `--scans` synthetic-looking 504 x 496 8-bit PNG B-scans, then times `olives.predict.run`
-(reading, decoding, resizing to the model's size, clinical imputation, the model, the CSV) with
-the model given by `--model` (default: `models/`, as `make repro` leaves it).
+Writes `--scans` synthetic-looking 504 x 496 8-bit PNG B-scans, then times
+`olives.serving.predict.run` (reading, decoding, resizing to the model's size, clinical
+imputation, the model, the CSV) with the model given by `--model` (default: `models/`, as
+`make repro` leaves it).
 
     python benchmarks/predict.py [--model models] [--scans 512] [--batch-size 64]
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from olives import predict
+from olives.serving import predict
 
 
 def write_scans(folder: Path, n: int) -> None:

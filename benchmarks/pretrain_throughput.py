@@ -1,4 +1,4 @@
-"""Contrastive pre-training throughput and memory per batch size (`olives.pretraining`).
+"""Contrastive pre-training throughput and memory per batch size (`olives.training.pretrain`).
 
 Large batches matter for contrastive learning (more positives and negatives per anchor), so
 this says what fits: for each batch size, one warm-up epoch and one timed epoch of `pretrain`
@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 
 from olives.config import Params, from_dict
-from olives.loader import SplitData
+from olives.data.loader import SplitData
 from olives.models.backbone import create_backbone
-from olives.pretraining import Encoder, pretrain
 from olives.runtime import Runtime
 from olives.stages.pretrain import loop_config
+from olives.training.pretrain import Encoder, pretrain
 
 
 def cache(folder: Path, n: int, size: int) -> SplitData:

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from olives.config import SyntheticSource
+from olives.config import BIOMARKERS, SyntheticSource
 from olives.data import synthetic
-from olives.data.schema import BIOMARKERS
 
 TRAIN_PREVALENCE = synthetic.REAL_TRAIN_PREVALENCE
 TEST_PREVALENCE = synthetic.RECOVERY_PREVALENCE

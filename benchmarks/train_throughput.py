@@ -1,8 +1,8 @@
 """Training throughput: (a) pure compute, (b) the full loop from the uint8 cache, (c) b / a.
 
-(a) `olives.training.train_step` (forward, backward, clip, AdamW step) on one batch that
+(a) `olives.training.loop.train_step` (forward, backward, clip, AdamW step) on one batch that
     already sits on the device, augmentation off, repeated;
-(b) `olives.training.train_epoch` over a memory-mapped uint8 cache: batches to the device
+(b) `olives.training.loop.train_epoch` over a memory-mapped uint8 cache: batches to the device
     (or from the device cache), conversion, augmentation, the same step, scheduler, loss
     accounting;
 (c) the loop's efficiency: 1.0 means the data path costs nothing.
@@ -27,11 +27,11 @@ import pandas as pd
 import torch
 
 from olives.config import Params, TrainConfig, from_dict
-from olives.loader import SplitData
-from olives.losses import build_loss
+from olives.data.loader import SplitData
 from olives.models import build_model
 from olives.runtime import Runtime
-from olives.training import Loop, build_loop, configure_torch, train_epoch, train_step
+from olives.training.loop import Loop, build_loop, configure_torch, train_epoch, train_step
+from olives.training.losses import build_loss
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 

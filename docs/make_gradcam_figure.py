@@ -25,13 +25,13 @@ import torch
 import yaml
 
 from olives.config import ModelConfig, Params, from_dict
-from olives.loader import load_splits
-from olives.losses import build_loss
+from olives.data.loader import load_splits
 from olives.models import build_model
+from olives.models.gradcam import empty_reason, grad_cam, overlay
 from olives.reporting import figures
-from olives.reporting.gradcam import empty_reason, grad_cam, overlay
 from olives.runtime import Runtime
-from olives.training import fit
+from olives.training.loop import fit
+from olives.training.losses import build_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 96

@@ -20,9 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from olives.config import SyntheticSource
+from olives.config import BIOMARKER_NAMES, BIOMARKERS, SyntheticSource
 from olives.data import synthetic
-from olives.data.schema import BIOMARKER_NAMES, BIOMARKERS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared/olives-reference/images/olives_bscan_504x496.tif"

@@ -24,6 +24,23 @@ def module_name(path: Path) -> str:
 
 
 @cache
+def lazy_exports(package: str) -> dict[str, str]:
+    """Name -> defining module of a package whose `__init__` re-exports lazily
+    (`lazy_loader.attach(__name__, submod_attrs={...})`): `from olives.data import open_cache`
+    runs `olives.data.cache` when the name is first used."""
+    path = module_file(package)
+    if path is None or path.name != "__init__.py":
+        return {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "submod_attrs":
+            table = ast.literal_eval(node.value)
+            return {
+                name: f"{package}.{module}" for module, names in table.items() for name in names
+            }
+    return {}
+
+
+@cache
 def direct_imports(name: str) -> frozenset[str]:
     """Modules of `olives` that module `name` imports anywhere (top level or in functions)."""
     path = module_file(name)
@@ -34,8 +51,10 @@ def direct_imports(name: str) -> frozenset[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
-            # `from olives.stages import train` imports the submodule olives.stages.train
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            # `from olives.stages import train` imports the submodule olives.stages.train, and
+            # `from olives.models import ModelBundle` the module that defines the name
+            lazy = lazy_exports(node.module)
+            found.update(lazy.get(a.name, f"{node.module}.{a.name}") for a in node.names)
     return frozenset(m for m in found if m.split(".")[0] == "olives" and module_file(m))
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from olives.augment import BatchAugment
 from olives.config import AugmentConfig, ConfigError
+from olives.training.augment import BatchAugment
 
 OFF = AugmentConfig(
     hflip=0.0,

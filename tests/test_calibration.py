@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from olives.calibration import (
+from olives.evaluation.calibration import (
     calibrated,
     calibration_table,
     expected_calibration_error,

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from olives.cli import main
-from olives.compare import CompareError, compare_runs
+from olives.evaluation.compare import CompareError, compare_runs
 
 LABELS = ["B1", "B2", "B3", "B4", "B5", "B6"]
 

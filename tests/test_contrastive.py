@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from olives.contrastive import (
+from olives.training.contrastive import (
     ContrastiveConfigError,
     clinical_loss,
     label_codes,

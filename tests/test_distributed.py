@@ -13,14 +13,13 @@ import torch
 import yaml
 
 from olives.config import load_params
-from olives.inference import predict_logits
-from olives.io import read_json
-from olives.layout import TrainFiles
-from olives.loader import BatchSource, load_splits
-from olives.losses import build_loss
-from olives.metrics import per_label_metrics
+from olives.data.loader import BatchSource, load_splits
+from olives.evaluation.metrics import per_label_metrics
+from olives.io import TrainFiles, read_json
 from olives.models import ModelBundle
+from olives.models.inference import predict_logits
 from olives.runtime import Runtime
+from olives.training.losses import build_loss
 from test_pipeline import REPO, TINY, merge
 
 CPU = Runtime(torch.device("cpu"))

@@ -13,8 +13,8 @@ import torch
 
 from olives.config import ModelConfig, TrainConfig
 from olives.models import WeightsUnavailableError, build_model
+from olives.models.gradcam import grad_cam
 from olives.models.weights import load_vit_checkpoint
-from olives.reporting.gradcam import grad_cam
 
 VIT = "vit_tiny_patch16_224"
 

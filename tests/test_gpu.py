@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import write_tiny_cache
-from olives.inference import predict
-from olives.loader import BatchSource, load_splits
+from olives.data.loader import BatchSource, load_splits
 from olives.models import ModelBundle
+from olives.models.inference import predict
 from olives.runtime import Runtime
 from test_training import LABELS, params, run_fit
 

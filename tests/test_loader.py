@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import write_tiny_cache
-from olives.loader import BatchSource, batch_spans, epoch_order, load_splits
+from olives.data.loader import BatchSource, batch_spans, epoch_order, load_splits
 from olives.runtime import Runtime, padded_length
-from olives.training import steps_per_epoch
+from olives.training.loop import steps_per_epoch
 
 CPU = Runtime(torch.device("cpu"))
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timm.loss import AsymmetricLossMultiLabel
 
 from olives.config import ConfigError, LossConfig
-from olives.losses import (
+from olives.training.losses import (
     AsymmetricLoss,
     BCELoss,
     FocalLoss,

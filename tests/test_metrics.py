@@ -16,7 +16,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from olives.metrics import (
+from olives.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_metrics,
     bootstrap_replicates,

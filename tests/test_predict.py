@@ -15,14 +15,14 @@ from torch import nn
 from olives.cli import main
 from olives.config import ModelConfig
 from olives.data.decode import load_scan
+from olives.data.loader import BatchSource, SplitData
 from olives.data.schema import olives_features
 from olives.data.shards import ShardWriter
-from olives.inference import predict_logits
-from olives.loader import BatchSource, SplitData
 from olives.models import ModelBundle, build_model
-from olives.predictor import Predictor, aggregate
+from olives.models.inference import predict_logits
 from olives.runtime import Runtime
-from olives.scans import Scan, read_scans
+from olives.serving.predictor import Predictor, aggregate
+from olives.serving.scans import Scan, read_scans
 
 CPU = Runtime(torch.device("cpu"))
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")

@@ -18,13 +18,13 @@ from torch import nn
 
 from conftest import write_tiny_cache
 from olives.config import ModelConfig, Params, from_dict
-from olives.layout import EvaluateFiles
-from olives.loader import load_splits
-from olives.metrics import evaluate_predictions, vip_phase2
+from olives.data.loader import load_splits
+from olives.evaluation.metrics import evaluate_predictions, vip_phase2
+from olives.io import EvaluateFiles
 from olives.models import ModelBundle, build_model
 from olives.models.fusion import BiomarkerNet
+from olives.models.gradcam import grad_cam, overlay
 from olives.reporting import figures
-from olives.reporting.gradcam import grad_cam, overlay
 from olives.reporting.report import SECTION_TITLES, build_report, worst_cases
 from olives.reporting.tables import fmt_ci, latex_escape, latex_table
 from olives.stages.evaluate import write_curves, write_predictions
@@ -389,7 +389,7 @@ def test_worst_cases_order_ties_and_an_empty_kind(tmp_path):
 
 def test_vip_files_score_to_the_phase1_in_metrics(run):
     """`olives score reports/vip_submission.csv reports/vip_labels.csv` reproduces phase 1."""
-    from olives.scoring import score_files
+    from olives.evaluation.scoring import score_files
 
     metrics = json.loads((run / "reports/metrics.json").read_text())
     result = score_files(run / "reports/vip_submission.csv", run / "reports/vip_labels.csv")

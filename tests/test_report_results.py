@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
 
-from olives.calibration import expected_calibration_error
-from olives.metrics import evaluate_predictions
+from olives.data.volumes import aggregate_volumes, natural_key, volume_ids
+from olives.evaluation.calibration import expected_calibration_error
+from olives.evaluation.metrics import evaluate_predictions
+from olives.reporting.groups import group_scores
 from olives.reporting.operating import (
     Bootstrap,
     caveats,
@@ -21,7 +23,6 @@ from olives.reporting.operating import (
 )
 from olives.reporting.report import worst_cases
 from olives.reporting.tables import OUTSIDE, fmt_ci
-from olives.reporting.volumes import aggregate_volumes, group_scores, natural_key, volume_ids
 
 
 def random_case(seed: int = 0, n: int = 120, patients: int = 9):

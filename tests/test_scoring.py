@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from olives.scoring import ScoreError, normalise_path, score_files
+from olives.evaluation.scoring import ScoreError, normalise_path, score_files
 
 HEADER = "Path (Trial/Image Type/Subject/Visit/Eye/Image Name),B1,B2,B3,B4,B5,B6"
 LABEL_ROWS = [

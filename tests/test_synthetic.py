@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from olives.config import SyntheticSource
+from olives.config import BIOMARKERS, SyntheticSource
 from olives.data import synthetic as syn
-from olives.data.schema import BIOMARKERS, olives_features
+from olives.data.schema import olives_features
 from olives.data.synthetic import parallel
 
 TRAIN_PREVALENCE = syn.REAL_TRAIN_PREVALENCE

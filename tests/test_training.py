@@ -18,18 +18,18 @@ import pytest
 import torch
 
 from conftest import write_tiny_cache
-from olives.checkpoint import Checkpoint, fingerprint
 from olives.config import Params, from_dict, select
+from olives.data.loader import SplitData, load_splits
 from olives.io import file_sha256
-from olives.loader import SplitData, load_splits
-from olives.losses import build_loss, expected_initial_loss
 from olives.models import ModelBundle, build_model
-from olives.predictor import Predictor
 from olives.runtime import Runtime
-from olives.scans import Scan
+from olives.serving.predictor import Predictor
+from olives.serving.scans import Scan
 from olives.stages import train as train_stage
-from olives.tracking import Tracker, TrackingUnavailableError, resolve_tracking_uri
-from olives.training import InitialLossError, TrainResult, fit
+from olives.tracking.runs import Tracker, TrackingUnavailableError, resolve_tracking_uri
+from olives.training.checkpoint import Checkpoint, fingerprint
+from olives.training.loop import InitialLossError, TrainResult, fit
+from olives.training.losses import build_loss, expected_initial_loss
 
 CPU = Runtime(torch.device("cpu"))
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
@@ -320,7 +320,9 @@ def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a serving model was built with tracking disabled")
 
-    from olives.serving import OlivesModel  # imports mlflow: here, not at the top (GPU image)
+    from olives.serving.pyfunc import (
+        OlivesModel,  # imports mlflow: here, not at the top (GPU image)
+    )
 
     monkeypatch.setattr(train_stage, "log_serving_model", refuse)
     monkeypatch.setattr(OlivesModel, "__init__", refuse)

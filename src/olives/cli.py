@@ -16,9 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olives.compare import DEFAULT_METRICS
 from olives.config import ConfigError, Params, load_params
+from olives.data.volumes import VOLUME_FROM
 from olives.errors import InputError
+from olives.evaluation.compare import DEFAULT_METRICS
 
 log = logging.getLogger("olives")
 
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--gradcam", type=Path, metavar="DIR", help="Grad-CAM overlays here")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument(
+        "--volume-from",
+        choices=VOLUME_FROM,
+        default="file",
+        help="volumes of scans whose input names none (no metadata volume, not DICOM): one per "
+        "file (default) or one per folder",
+    )
     parsers["score"].add_argument("submission", help="VIP Cup layout: path column, then B1..B6")
     parsers["score"].add_argument("labels", help="the same layout with the true labels")
     compare = parsers["compare"]
@@ -100,11 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(params: Params | None, args: argparse.Namespace) -> None:
     if args.command == "predict":
-        from olives import predict
+        from olives.serving import predict
 
-        predict.run(args.inputs, args.model, args.out, args.by, args.gradcam, args.batch_size)
+        predict.run(
+            args.inputs,
+            args.model,
+            args.out,
+            by=args.by,
+            gradcam_dir=args.gradcam,
+            batch_size=args.batch_size,
+            volume_from=args.volume_from,
+        )
     elif args.command == "score":
-        from olives.scoring import score_files
+        from olives.evaluation.scoring import score_files
 
         print(score_files(Path(args.submission), Path(args.labels)).format())
     elif args.command == "compare":
@@ -126,8 +142,8 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
 
 
 def compare(params: Params, args: argparse.Namespace) -> None:
-    from olives.compare import compare_runs, write_tables
-    from olives.tracking import resolve_tracking_uri
+    from olives.evaluation.compare import compare_runs, write_tables
+    from olives.tracking.runs import resolve_tracking_uri
 
     table = compare_runs(
         resolve_tracking_uri(params.tracking),

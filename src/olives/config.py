@@ -23,6 +23,17 @@ from olives.errors import InputError
 
 T = TypeVar("T")
 
+# The six biomarkers of OLIVES's `biomarker_detection` config (the VIP Cup 2023 labels).
+BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
+BIOMARKER_NAMES: dict[str, str] = {
+    "B1": "IR HRF",
+    "B2": "Partially attached vitreous face",
+    "B3": "Fully attached vitreous face",
+    "B4": "Vitreous debris",
+    "B5": "DRT/ME",
+    "B6": "Fluid (IRF)",
+}
+
 
 class ConfigError(InputError, ValueError):
     """A parameter is unknown, missing or of the wrong type."""
@@ -249,7 +260,7 @@ class Params:
     """The whole `params.yaml`."""
 
     seed: int = 42
-    labels: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
+    labels: tuple[str, ...] = BIOMARKERS
     clinical: tuple[str, ...] = ("BCVA", "CST")
     image_column: str = "Image"
     patient_column: str = "Patient_ID"

@@ -9,16 +9,27 @@ gloo on CPUs).
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from olives.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,3 +141,27 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+class LaunchError(InputError):
+    """torchrun (started by the stage) failed; its processes printed why."""
+
+
+def needs_launch(nproc_per_node: int) -> bool:
+    """Several processes asked for (`train.nproc_per_node`), and this is not one of them yet."""
+    return nproc_per_node > 1 and "LOCAL_RANK" not in os.environ
+
+
+def torchrun(settings: dict[str, Any], stage: str, n: int) -> None:
+    """The one launcher: `olives <stage>` in `n` processes under `torchrun --standalone`, on
+    `settings` (the params as resolved here, a cell's overrides included) written to a
+    temporary params file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += [f"--nproc_per_node={n}", "-m", "olives", "--params", str(path), stage]
+        log.info("launching %s", " ".join(command))
+        code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise LaunchError(f"torchrun with {n} processes exited with code {code}; see above")

@@ -13,21 +13,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from olives.config import Params
+from olives.config import BIOMARKERS, Params
 from olives.errors import InputError
 
 if TYPE_CHECKING:  # `datasets` is imported only where rows are written or checked
     from datasets import Features
-
-BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
-BIOMARKER_NAMES: dict[str, str] = {
-    "B1": "IR HRF",
-    "B2": "Partially attached vitreous face",
-    "B3": "Fully attached vitreous face",
-    "B4": "Vitreous debris",
-    "B5": "DRT/ME",
-    "B6": "Fluid (IRF)",
-}
 
 
 class SchemaError(InputError, ValueError):

@@ -1,18 +1,36 @@
-"""Biomarker models: timm backbones (offline ImageNet weights) fused with clinical values."""
+"""Models: timm backbones (offline ImageNet weights) fused with clinical values, the model file
+(`ModelBundle`), batched inference and Grad-CAM.
 
-from olives.models.backbone import GreyInput, create_backbone, create_imagenet_model
-from olives.models.bundle import BundleError, ModelBundle
-from olives.models.fusion import BiomarkerNet, build_model, model_from_description
-from olives.models.weights import WeightsUnavailableError
+Names load on first use (`lazy_loader`), so importing one module of the package does not
+import the others (nor their DVC dependencies)."""
 
-__all__ = [
-    "BiomarkerNet",
-    "BundleError",
-    "GreyInput",
-    "ModelBundle",
-    "WeightsUnavailableError",
-    "build_model",
-    "create_backbone",
-    "create_imagenet_model",
-    "model_from_description",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "backbone": [
+            "GreyInput",
+            "create_backbone",
+            "create_imagenet_model",
+            "data_config_for",
+            "is_vit",
+            "parse_pretrained",
+        ],
+        "bundle": ["BundleError", "ModelBundle"],
+        "fusion": ["BiomarkerNet", "ClinicalMLP", "FiLM", "build_model", "model_from_description"],
+        "gradcam": ["empty_reason", "grad_cam", "overlay", "target_layer"],
+        "inference": ["autocast", "predict", "predict_logits"],
+        "weights": [
+            "WeightsUnavailableError",
+            "encoder_metadata",
+            "load_encoder",
+            "load_package_weights",
+            "load_vit_checkpoint",
+            "map_efficientnet_pytorch_keys",
+            "map_vit_keys",
+            "package_weights_path",
+            "vit_state",
+        ],
+    },
+)

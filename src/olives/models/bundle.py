@@ -24,8 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from olives.calibration import calibrated
 from olives.errors import InputError
+from olives.evaluation.calibration import calibrated
 from olives.models.fusion import BiomarkerNet, model_from_description
 
 FILE = "model.safetensors"

@@ -11,8 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from olives.io import read_json
-from olives.layout import PaperFiles
+from olives.io import PaperFiles, read_json
 from olives.reporting.tables import latex_table, markdown_table
 
 HEADLINE = (

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from olives.calibration import expected_calibration_error
-from olives.metrics import curve_tables
+from olives.evaluation.calibration import expected_calibration_error
+from olives.evaluation.metrics import curve_tables
 from olives.reporting.figures import save
 from olives.reporting.operating import fast_counts, rates
 

@@ -9,15 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from olives.config import Params
+from olives.config import BIOMARKER_NAMES, Params
 from olives.data.prepare import SUMMARY, read_index
-from olives.data.schema import BIOMARKER_NAMES
+from olives.data.volumes import volume_ids
 from olives.errors import InputError
-from olives.io import read_json
-from olives.layout import EvaluateFiles, ReportFiles
+from olives.io import EvaluateFiles, ReportFiles, read_json
 from olives.models import ModelBundle
 from olives.reporting.tables import latex_table, markdown_table
-from olives.reporting.volumes import volume_ids
 
 
 @dataclass(frozen=True)

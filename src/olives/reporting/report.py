@@ -21,15 +21,14 @@ from olives.config import Params
 from olives.data.cache import open_cache
 from olives.data.prepare import clinical_features
 from olives.data.splits import SPLITS
-from olives.io import read_json, reset_dir
-from olives.layout import ReportFiles, TrainFiles
+from olives.io import ReportFiles, TrainFiles, read_json, reset_dir
+from olives.models.gradcam import empty_reason, grad_cam, overlay
 from olives.reporting import figures
 from olives.reporting.curves import report_curves
-from olives.reporting.gradcam import empty_reason, grad_cam, overlay
+from olives.reporting.groups import group_scores
 from olives.reporting.inputs import ReportInputs, label_title, load_inputs, write_table
 from olives.reporting.results import compared_section, scan_section, volume_section
 from olives.reporting.tables import fmt, fmt_percent, markdown_table
-from olives.reporting.volumes import group_scores
 
 WORST_PATIENTS = 10
 SECTION_TITLES = (

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
 
-from olives.data.schema import BIOMARKERS
-from olives.metrics import evaluate_predictions
+from olives.config import BIOMARKERS
+from olives.data.volumes import aggregate_volumes
+from olives.evaluation.metrics import evaluate_predictions
+from olives.reporting.groups import arrays, group_scores
 from olives.reporting.inputs import ReportInputs, label_title, write_table
 from olives.reporting.operating import RATES, Bootstrap, caveats, operating_points
 from olives.reporting.tables import OUTSIDE, fmt, fmt_ci, fmt_percent, markdown_table
-from olives.reporting.volumes import aggregate_volumes, arrays, group_scores
 
 SCAN_TITLE = "## 2. Results per B-scan"
 VOLUME_TITLE = "## 3. Results per volume"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from olives.config import Params, TrainConfig, select
-from olives.layout import PaperFiles
+from olives.io import PaperFiles
 from olives.stages import evaluate, train
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from olives.config import Params
-from olives.layout import PaperFiles
+from olives.io import PaperFiles
 from olives.reporting.ablation import write_ablation
 
 log = logging.getLogger(__name__)

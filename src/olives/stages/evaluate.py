@@ -1,6 +1,6 @@
 """`evaluate`: test-split predictions, metrics with patient-bootstrap intervals, curves.
 
-Outputs under `evaluate.out_dir` (see `olives.layout.EvaluateFiles`): `predictions.csv` (per
+Outputs under `evaluate.out_dir` (see `olives.io.EvaluateFiles`): `predictions.csv` (per
 scan and biomarker: truth, probability `<L>_prob`, decision at the tuned threshold `<L>_pred`),
 `vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout),
 `metrics.json` (every metric with its interval), `summary.json` (the headline numbers DVC
@@ -17,19 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from olives.calibration import calibration_table
 from olives.config import Params
+from olives.data.loader import BatchSource, SplitData, load_splits
 from olives.errors import InputError
-from olives.inference import predict_logits
-from olives.io import file_sha256, write_json
-from olives.layout import EvaluateFiles
-from olives.loader import BatchSource, SplitData, load_splits
-from olives.metrics import curve_tables, evaluate_predictions
+from olives.evaluation.calibration import calibration_table
+from olives.evaluation.metrics import curve_tables, evaluate_predictions
+from olives.io import EvaluateFiles, file_sha256, write_json
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
+from olives.models.inference import predict_logits
 from olives.reporting import figures
 from olives.runtime import Runtime
-from olives.tracking import Tracker
+from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 

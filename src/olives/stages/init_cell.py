@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from olives.config import ConfigError, Params, select
-from olives.initaxis import pretrain_params
-from olives.layout import PaperFiles
+from olives.io import PaperFiles
 from olives.stages import evaluate, train
 from olives.stages.ablate import cell_folders
+from olives.stages.init_pretrain import pretrain_params
 
 log = logging.getLogger(__name__)
 

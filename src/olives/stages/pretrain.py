@@ -1,5 +1,5 @@
 """`pretrain`: clinically supervised contrastive pre-training of `model.backbone` on the train
-patients' labelled and unlabelled scans (`olives.pretraining`).
+patients' labelled and unlabelled scans (`olives.training.pretrain`).
 
 Off by default (`pretrain.epochs: 0`): the stage then writes only `pretrain.json` saying so,
 and `model.pretrained: pretrain` is refused. Otherwise it writes `pretrain.out_dir/`:
@@ -20,18 +20,16 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from olives.checkpoint import Checkpoint, fingerprint
-from olives.config import Params, TrainConfig, flatten, select
-from olives.contrastive import positive_codes
+from olives.config import Params, TrainConfig, flatten, select, to_dict
 from olives.data.cache import open_cache
 from olives.data.prepare import read_index
-from olives.io import read_json, reset_dir, write_json
-from olives.launch import needs_launch, torchrun
-from olives.layout import PretrainFiles
+from olives.io import PretrainFiles, read_json, reset_dir, write_json
 from olives.models.backbone import create_backbone
-from olives.pretraining import Encoder, codes_as_split, pretrain, pretraining_rows
-from olives.runtime import Runtime, started
-from olives.tracking import Tracker
+from olives.runtime import Runtime, needs_launch, started, torchrun
+from olives.tracking.runs import Tracker
+from olives.training.checkpoint import Checkpoint, fingerprint
+from olives.training.contrastive import positive_codes
+from olives.training.pretrain import Encoder, codes_as_split, pretrain, pretraining_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +62,10 @@ def run(params: Params) -> dict[str, Any]:
         summary = {"enabled": False, "reason": "pretrain.epochs is 0"}
         write_json(files.summary, summary)
         return summary
-    if needs_launch(params):  # train.nproc_per_node > 1: DDP, one process per device
-        torchrun(params, "pretrain")
+    if needs_launch(
+        params.train.nproc_per_node
+    ):  # train.nproc_per_node > 1: DDP, one process per device
+        torchrun(to_dict(params), "pretrain", params.train.nproc_per_node)
         return read_json(files.summary)
     runtime = Runtime.from_env()
     with started(runtime):

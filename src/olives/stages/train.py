@@ -12,30 +12,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from olives.checkpoint import Checkpoint, fingerprint
 from olives.config import ModelConfig, Params, flatten, select, to_dict
+from olives.data.loader import SplitData, load_splits
 from olives.data.prepare import SUMMARY, read_stats
 from olives.errors import InputError
-from olives.io import file_sha256, read_json, reset_dir, write_json
-from olives.layout import PretrainFiles, TrainFiles
-from olives.loader import SplitData, load_splits
-from olives.losses import build_loss, expected_initial_loss
+from olives.io import PretrainFiles, TrainFiles, file_sha256, read_json, reset_dir, write_json
 from olives.models import ModelBundle, build_model
 from olives.reporting.figures import learning_curves
-from olives.runtime import Runtime, started
-from olives.tracking import Tracker, dvc_hash, git_commit
-from olives.training import TrainResult, fit
+from olives.runtime import Runtime, needs_launch, started, torchrun
+from olives.tracking.runs import Tracker, dvc_hash, git_commit
+from olives.training.checkpoint import Checkpoint, fingerprint
+from olives.training.loop import TrainResult, fit
+from olives.training.losses import build_loss, expected_initial_loss
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +62,13 @@ HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the lo
 MODEL_TAGS = ("data_source", "backbone", "fusion", "loss", "git_commit")  # on the model version
 
 
-class LaunchError(InputError):
-    """torchrun (started by the stage) failed; its processes printed why."""
-
-
 def run(params: Params) -> dict[str, Any]:
-    if params.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        return launch(params)
+    if needs_launch(params.train.nproc_per_node):
+        torchrun(to_dict(params), "train", params.train.nproc_per_node)
+        return read_json(TrainFiles(Path(params.train.report_dir)).metrics)
     runtime = Runtime.from_env()
     with started(runtime):
         return train(params, runtime)
-
-
-def launch(params: Params) -> dict[str, Any]:
-    """Run this stage under `torchrun --standalone --nproc_per_node N` with the same params."""
-    n = params.train.nproc_per_node
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "params.yaml"
-        path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command += [f"--nproc_per_node={n}", "-m", "olives", "--params", str(path), "train"]
-        log.info("launching %s", " ".join(command))
-        code = subprocess.run(command, check=False).returncode
-    if code != 0:
-        raise LaunchError(f"torchrun with {n} processes exited with code {code}; see above")
-    return read_json(TrainFiles(Path(params.train.report_dir)).metrics)
 
 
 def train(params: Params, runtime: Runtime) -> dict[str, Any]:
@@ -253,17 +230,17 @@ def summary_metrics(record: dict[str, Any]) -> dict[str, Any]:
 def log_serving_model(
     tracker: Tracker, params: Params, model_path: Path, val: SplitData, best: dict[str, Any]
 ) -> None:
-    """The pyfunc model (`olives.serving`): the saved model file as its artifact, linked to
+    """The pyfunc model (`olives.serving.pyfunc`): the saved model file as its artifact, linked to
     the best epoch's metrics, registered as `tracking.registered_model` with tags."""
-    from olives import serving
+    from olives.serving import pyfunc
 
     bundle = ModelBundle.load(model_path, "cpu")
     info = tracker.log_pyfunc(
         name="model",
-        python_model=str(Path(serving.__file__).with_name("mlflow_model.py")),
-        artifacts={serving.ARTIFACT: str(model_path)},
-        signature=serving.signature(bundle),
-        input_example=serving.example(png(val), bundle),
+        python_model=str(Path(pyfunc.__file__).with_name("mlflow_model.py")),
+        artifacts={pyfunc.ARTIFACT: str(model_path)},
+        signature=pyfunc.signature(bundle),
+        input_example=pyfunc.example(png(val), bundle),
         registered_model_name=params.tracking.registered_model,
         step=max(bundle.best_epoch, 0),
     )

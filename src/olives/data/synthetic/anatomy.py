@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from olives.data.schema import BIOMARKERS
+from olives.config import BIOMARKERS
 from olives.data.synthetic.labels import TAG_RENDER, Volume
 from olives.data.synthetic.presets import SPLITS, Sizes
 

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from olives.config import SyntheticSource
-from olives.data.schema import BIOMARKERS
+from olives.config import BIOMARKERS, SyntheticSource
 from olives.data.synthetic.anatomy import (
     REF_HEIGHT,
     REF_WIDTH,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from olives.data.schema import BIOMARKERS
+from olives.config import BIOMARKERS
 from olives.data.synthetic.anatomy import (
     Anatomy,
     boundaries,

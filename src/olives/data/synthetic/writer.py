@@ -17,8 +17,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from olives.config import SyntheticSource
-from olives.data.schema import BIOMARKERS, olives_features
+from olives.config import BIOMARKERS, SyntheticSource
+from olives.data.schema import olives_features
 from olives.data.shards import ShardWriter
 from olives.data.synthetic.clinical import iter_volumes
 from olives.data.synthetic.labels import Volume, image_path

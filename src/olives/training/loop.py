@@ -28,16 +28,23 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
-from olives.augment import BatchAugment
-from olives.calibration import calibrated, fit_temperatures
-from olives.checkpoint import Checkpoint, TrainState
 from olives.config import TrainConfig
+from olives.data.loader import (
+    Batch,
+    BatchSource,
+    SplitData,
+    batch_spans,
+    epoch_order,
+    use_device_cache,
+)
 from olives.errors import InputError
-from olives.inference import autocast, predict_logits
+from olives.evaluation.calibration import calibrated, fit_temperatures
+from olives.evaluation.metrics import per_label_metrics, tune_thresholds
 from olives.io import none_if_nan
-from olives.loader import Batch, BatchSource, SplitData, batch_spans, epoch_order, use_device_cache
-from olives.metrics import per_label_metrics, tune_thresholds
+from olives.models.inference import autocast, predict_logits
 from olives.runtime import Runtime, padded_length, unwrap
+from olives.training.augment import BatchAugment
+from olives.training.checkpoint import Checkpoint, TrainState
 
 log = logging.getLogger(__name__)
 

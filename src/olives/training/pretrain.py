@@ -22,14 +22,14 @@ import torch
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-from olives.augment import BatchAugment
-from olives.checkpoint import Checkpoint, TrainState
 from olives.config import AugmentConfig, TrainConfig
-from olives.contrastive import ProjectionHead, clinical_loss
-from olives.loader import BatchSource, SplitData
+from olives.data.loader import BatchSource, SplitData
 from olives.models.backbone import GreyInput
 from olives.runtime import Runtime
-from olives.training import (
+from olives.training.augment import BatchAugment
+from olives.training.checkpoint import Checkpoint, TrainState
+from olives.training.contrastive import ProjectionHead, clinical_loss
+from olives.training.loop import (
     Loop,
     configure_torch,
     make_scheduler,

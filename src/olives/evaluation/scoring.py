@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from olives.data.schema import BIOMARKER_NAMES, BIOMARKERS
+from olives.config import BIOMARKER_NAMES, BIOMARKERS
 from olives.errors import InputError
+from olives.evaluation.metrics import vip_phase1, vip_phase2
 from olives.io import none_if_nan
-from olives.metrics import vip_phase1, vip_phase2
 
 _SHOWN_MISMATCHES = 5
 

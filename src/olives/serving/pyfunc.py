@@ -26,9 +26,9 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 from olives.models import ModelBundle
-from olives.predictor import Predictor
 from olives.runtime import Runtime
-from olives.scans import Scan
+from olives.serving.predictor import Predictor
+from olives.serving.scans import Scan
 
 ARTIFACT = "bundle"
 

@@ -5,13 +5,14 @@ Each scan is decoded and resized by the preprocess stage's own functions to the 
 and resize policy; BCVA/CST are standardised with the training statistics stored in the model,
 and a missing value is imputed with the training median and flagged (`<C>_imputed`), as in
 training, never silently zero. Probabilities are calibrated with the model's temperatures and
-decided at its tuned thresholds. `olives.predict` (the command) and the MLflow model
-(`olives.serving`) both run this `Predictor`.
+decided at its tuned thresholds. `olives.serving.predict` (the command) and the MLflow model
+(`olives.serving.pyfunc`) both run this `Predictor`.
 
 Aggregation (`--by volume|eye|visit`): a biomarker is present in a group when any of its scans
 is, and the group's probability is the largest of its scans' (the two agree: max >= threshold
-exactly when one scan is over it). Groups: volume = `volume`; eye = (patient, eye);
-visit = (patient, eye, visit).
+exactly when one scan is over it). Groups: volume (`olives.data.volumes`: the id the input
+states, else one volume per file, or per folder with `volume_from="folder"`); eye = (patient,
+eye); visit = (patient, eye, visit).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ import numpy as np
 import pandas as pd
 
 from olives.data.decode import DecodeError, load_scan, resize, to_uint8_grey
+from olives.data.loader import BatchSource, SplitData
 from olives.data.prepare import clinical_features, fill_clinical
 from olives.data.schema import Columns
-from olives.inference import predict_logits
-from olives.loader import BatchSource, SplitData
+from olives.data.volumes import mixed_patients, volume_of
+from olives.errors import InputError
 from olives.models import ModelBundle
+from olives.models.inference import predict_logits
 from olives.runtime import Runtime
-from olives.scans import Scan
+from olives.serving.scans import Scan
 
 GROUPS = {"volume": ["volume"], "eye": ["patient", "eye"], "visit": ["patient", "eye", "visit"]}
 ID_FIELDS = ("source", "index", "patient", "eye", "visit", "volume")
@@ -125,10 +128,14 @@ class Predictor:
         return self.bundle.probabilities(self.runtime.to_host(logits))
 
 
-def aggregate(table: pd.DataFrame, by: str, bundle: ModelBundle) -> pd.DataFrame:
+def aggregate(
+    table: pd.DataFrame, by: str, bundle: ModelBundle, volume_from: str = "file"
+) -> pd.DataFrame:
     """One row per group of readable scans (see the module docstring for the rule)."""
     keys = GROUPS[by]
     ok = table[table["error"].isna()]
+    if by == "volume":
+        ok = ok.assign(volume=scan_volumes(ok, volume_from))
     grouped = ok.groupby(keys, dropna=False, sort=True)
     out = grouped.size().rename("scans").reset_index()
     thresholds = bundle.threshold_array()
@@ -137,3 +144,13 @@ def aggregate(table: pd.DataFrame, by: str, bundle: ModelBundle) -> pd.DataFrame
         out[f"{name}_prob"] = peak
         out[f"{name}_pred"] = (peak >= thresholds[j]).astype(np.int8)
     return out
+
+
+def scan_volumes(table: pd.DataFrame, volume_from: str) -> pd.Series:
+    """Each scan's volume: the id its input states, else `volume_of` its source."""
+    implied = table["source"].map(lambda source: volume_of(source, volume_from))
+    volumes = table["volume"].where(table["volume"].notna(), implied)
+    reason = mixed_patients(volumes, table["patient"])
+    if reason:
+        raise InputError(f"cannot group by volume: {reason} (name volumes in metadata.csv)")
+    return volumes

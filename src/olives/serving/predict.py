@@ -1,10 +1,10 @@
 """`olives predict INPUT... [--model] [--out] [--by] [--gradcam DIR]`: the command.
 
-Reads scans (`olives.scans`) in chunks, predicts them (`olives.predictor.Predictor`) on the
-GPU when there is one, writes one CSV row per scan (and per volume, eye or visit with `--by`),
-and Grad-CAM overlays per scan and biomarker with `--gradcam`. An unreadable scan gets its
-`error` and the run goes on; the command fails only when nothing could be read.
-"""
+Reads scans (`olives.serving.scans`) in chunks, predicts them
+(`olives.serving.predictor.Predictor`) on the GPU when there is one, writes one CSV row per scan
+(and per volume, eye or visit with `--by`), and Grad-CAM overlays per scan and biomarker with
+`--gradcam`. An unreadable scan gets its `error` and the run goes on; the command fails only
+when nothing could be read."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from olives.errors import InputError
 from olives.io import file_sha256
 from olives.models import ModelBundle
-from olives.predictor import ID_FIELDS, Predictor, aggregate
 from olives.runtime import Runtime
-from olives.scans import Scan, read_scans
+from olives.serving.predictor import ID_FIELDS, Predictor, aggregate
+from olives.serving.scans import Scan, read_scans
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def write_overlays(
     import matplotlib.image
     import torch
 
-    from olives.reporting.gradcam import grad_cam, overlay
+    from olives.models.gradcam import grad_cam, overlay
 
     model = predictor.bundle.model
     if model.backbone is None:
@@ -98,6 +98,7 @@ def run(
     by: str = "scan",
     gradcam_dir: Path | None = None,
     batch_size: int = 64,
+    volume_from: str = "file",
 ) -> pd.DataFrame:
     """Predict every scan of `inputs` into `out` (CSV); `--by` adds `<out>.<by>.csv`."""
     path, identity = resolve_model(model)
@@ -125,7 +126,7 @@ def run(
         "%d scans predicted, %d unreadable (see 'error'): %s", len(table) - failed, failed, out
     )
     if by != "scan":
-        grouped = aggregate(table, by, predictor.bundle)
+        grouped = aggregate(table, by, predictor.bundle, volume_from)
         grouped.to_csv(out.with_suffix(f".{by}.csv"), index=False)
         log.info("%d %ss: %s", len(grouped), by, out.with_suffix(f".{by}.csv"))
     return table

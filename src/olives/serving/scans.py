@@ -3,7 +3,7 @@
 
 Every input becomes `Scan`s: one per B-scan, with the encoded bytes or the decoded pixels,
 the raw clinical values when known, and the ids that group scans (patient, eye, visit,
-volume). Nothing is decoded or resized here: `olives.predictor` does that with the training
+volume). Nothing is decoded or resized here: `olives.serving.predictor` does that with the training
 code. An input that cannot be read becomes a `Scan` with an `error`, never an exception, so
 one bad file does not stop a batch.
 
@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+
+from olives.data.volumes import parquet_volume
 
 IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -90,8 +92,7 @@ def _file(path: Path, clinical: Sequence[str]) -> Iterator[Scan]:
 
 
 def image_scan(path: Path, **ids: Any) -> Scan:
-    """An encoded image file; its volume is its folder unless `ids` say otherwise."""
-    ids.setdefault("volume", str(path.parent))
+    """An encoded image file; its volume is what `ids` say, else `olives.data.volumes`'s rule."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -133,7 +134,7 @@ def parquet_scans(path: Path, clinical: Sequence[str]) -> Iterator[Scan]:
         for rec in batch.to_pylist():
             image = rec.get("Image") or {}
             name = image.get("path") or f"{path}#{row_number}"
-            ids = _ids(rec) | {"volume": str(PurePosixPath(name).parent)}
+            ids = {"volume": parquet_volume(name)} | _ids(rec)
             scan = Scan(name, index=row_number, data=image.get("bytes"), **ids)
             scan.clinical = {c: _number(rec.get(c)) for c in clinical}
             if not scan.data:

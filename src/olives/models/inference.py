@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from olives.loader import BatchSource
+from olives.data.loader import BatchSource
 from olives.runtime import Runtime, padded_length
 
 

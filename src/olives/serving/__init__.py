@@ -1,0 +1,24 @@
+"""Serving: a trained model on new scans: input readers, the `Predictor`, the `olives predict`
+command and the MLflow pyfunc (`OlivesModel`, the name logged models import).
+
+Names load on first use (`lazy_loader`), so importing one module of the package does not
+import the others (nor their DVC dependencies)."""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "predict": ["chunks", "resolve_model", "run", "write_overlays"],
+        "predictor": ["Predictor", "aggregate", "scan_volumes"],
+        "pyfunc": ["OlivesModel", "example", "records", "row_scan", "signature"],
+        "scans": [
+            "Scan",
+            "dicom_scans",
+            "image_scan",
+            "imagefolder_scans",
+            "parquet_scans",
+            "read_scans",
+        ],
+    },
+)
