@@ -4,7 +4,8 @@ Reads scans (`olives.serving.scans`) in chunks, predicts them
 (`olives.serving.predictor.Predictor`) on the GPU when there is one, writes one CSV row per scan
 (and per volume, eye or visit with `--by`), and Grad-CAM overlays per scan and biomarker with
 `--gradcam`. An unreadable scan gets its `error` and the run goes on; the command fails only
-when nothing could be read."""
+when nothing could be read.
+"""
 
 from __future__ import annotations
 
