@@ -230,3 +230,71 @@ def test_a_missing_or_foreign_model_is_one_line(tmp_path, caplog):
         args = ["predict", str(tmp_path / "x.png"), "--model", str(model)]
         assert main([*args, "--out", str(tmp_path / "o.csv")]) == 1
     assert "model file not found" in caplog.text and "not an olives model file" in caplog.text
+
+
+def hub_parquet(folder: Path, paths: list[str], patients: list[int]) -> Path:
+    writer = ShardWriter(folder, olives_features(), shard_rows=10)
+    for i, (name, patient) in enumerate(zip(paths, patients, strict=True)):
+        row = {"Image": {"bytes": png(i), "path": name}, "BCVA": 70.0, "CST": 300.0}
+        writer.write(row | {"Eye_ID": 1.0, "Patient_ID": patient} | {n: 0.0 for n in LABELS})
+    writer.close()
+    return folder
+
+
+def groups(volumes) -> set[frozenset[int]]:
+    """Which rows share a volume, whatever the volumes are called."""
+    frame = pd.DataFrame({"volume": list(volumes)})
+    return {frozenset(rows) for rows in frame.groupby("volume").indices.values()}
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["a.png", "b.png", "c.png", "d.png"],  # bare file names: a volume each, never "."
+        ["P1/V1/OD/0.tif", "P1/V1/OD/1.tif", "P1/V2/OD/0.tif", "x.tif"],
+        ["P1\\V1\\OD\\0.tif", "P1/V1/OD/1.tif", "P1/V2/OD/2.tif", "P1/V2/OD/3.tif"],
+    ],
+)
+def test_predict_and_the_report_group_the_same_rows_into_volumes(predictor, tmp_path, paths):
+    from olives.data.volumes import volume_ids
+
+    folder = hub_parquet(tmp_path / "hub", paths, [7] * len(paths))
+    table = predictor.predict(list(read_scans([folder], ("BCVA", "CST"))))
+    report = volume_ids(pd.DataFrame({"path": paths, "Patient_ID": 7}), "Patient_ID")
+    assert isinstance(report, pd.DataFrame)
+    assert groups(table["volume"]) == groups(report["volume"])
+    by_volume = aggregate(table, "volume", predictor.bundle)
+    assert sorted(by_volume["scans"]) == sorted(len(g) for g in groups(report["volume"]))
+
+
+def test_a_folder_of_unrelated_scans_is_one_volume_only_when_the_user_says_so(predictor, tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png(i))
+    table = predictor.predict(list(read_scans([tmp_path], ("BCVA", "CST"))))
+    assert table["volume"].isna().all()  # loose files state no volume
+    assert aggregate(table, "volume", predictor.bundle)["scans"].tolist() == [1, 1, 1]
+    pooled = aggregate(table, "volume", predictor.bundle, volume_from="folder")
+    assert pooled["scans"].tolist() == [3]
+
+
+def test_volume_ids_from_metadata_and_dicom_win_and_never_mix_patients(predictor, tmp_path):
+    from olives.errors import InputError
+
+    for i in range(4):
+        (tmp_path / f"{i}.png").write_bytes(png(i))
+    uid = write_dicom(tmp_path / "volume.dcm", np.zeros((2, 32, 40), np.uint8))
+    metadata = {"file_name": [f"{i}.png" for i in range(4)], "volume": ["v1", "v1", "v2", "v2"]}
+    pd.DataFrame(metadata | {"Patient_ID": ["p", "p", "q", "q"]}).to_csv(
+        tmp_path / "metadata.csv", index=False
+    )
+    scans = list(read_scans([tmp_path, tmp_path / "volume.dcm"], ("BCVA", "CST")))
+    table = predictor.predict(scans)
+    by_volume = aggregate(table, "volume", predictor.bundle, volume_from="folder")
+    assert dict(zip(by_volume["volume"], by_volume["scans"], strict=True)) == {
+        "v1": 2,
+        "v2": 2,
+        uid: 2,
+    }
+    table.loc[2, "patient"] = "p"  # v2 now holds two patients: not a volume
+    with pytest.raises(InputError, match="volume v2 holds scans of several patients"):
+        aggregate(table, "volume", predictor.bundle)

@@ -132,9 +132,9 @@ def test_volume_aggregation_on_a_hand_made_table():
 
 def test_sources_without_volume_ids_say_why():
     flat = frame_of(["a.png", "b.png"], [1, 2], [0, 1], [0.1, 0.9])
-    assert volume_ids(flat, "Patient_ID") == "some image paths have no folder"
+    assert volume_ids(flat, "Patient_ID")["volume"].tolist() == ["a.png", "b.png"]  # one each
     mixed = frame_of(["x/a.png", "x/b.png"], [1, 2], [0, 1], [0.1, 0.9])
-    assert volume_ids(mixed, "Patient_ID") == "folder x holds scans of several patients"
+    assert volume_ids(mixed, "Patient_ID") == "volume x holds scans of several patients"
     assert "no image paths" in volume_ids(flat.drop(columns="path"), "Patient_ID")
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olives.config import ConfigError, Params, load_params
+from olives.config import ConfigError, EvaluateConfig, Params, load_params
 from olives.data.volumes import VOLUME_FROM
 from olives.errors import InputError
 from olives.evaluation.compare import DEFAULT_METRICS
@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one row per volume, eye or visit to OUT.<by>.csv",
     )
     predict.add_argument("--gradcam", type=Path, metavar="DIR", help="Grad-CAM overlays here")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        default=EvaluateConfig().batch_size,
+        help="scans per forward pass (default: evaluate.batch_size's default)",
+    )
     predict.add_argument(
         "--volume-from",
         choices=VOLUME_FROM,

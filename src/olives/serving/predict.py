@@ -19,15 +19,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from olives.config import EvaluateConfig
 from olives.errors import InputError
 from olives.io import file_sha256
 from olives.models import ModelBundle
+from olives.models.bundle import FILE as MODEL_FILE
 from olives.runtime import Runtime
 from olives.serving.predictor import ID_FIELDS, Predictor, aggregate
 from olives.serving.scans import Scan, read_scans
 
 log = logging.getLogger(__name__)
 
+INFERENCE_BATCH = EvaluateConfig().batch_size  # one inference batch size: evaluate.batch_size
 CHUNK = 512  # scans decoded and predicted together (bounds memory)
 
 
@@ -75,12 +78,12 @@ def resolve_model(spec: str) -> tuple[Path, str]:
         import mlflow
 
         folder = Path(mlflow.artifacts.download_artifacts(spec))
-        found = sorted(folder.rglob("model.safetensors"))
+        found = sorted(folder.rglob(MODEL_FILE))
         if not found:
-            raise InputError(f"{spec}: the MLflow model holds no model.safetensors")
+            raise InputError(f"{spec}: the MLflow model holds no {MODEL_FILE}")
         return found[0], f"{spec} sha256:{file_sha256(found[0])[:12]}"
     path = Path(spec)
-    path = path / "model.safetensors" if path.is_dir() else path
+    path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: model file not found (a path, models:/... or runs:/...)")
     return path, f"sha256:{file_sha256(path)[:12]}"
@@ -98,7 +101,7 @@ def run(
     out: Path,
     by: str = "scan",
     gradcam_dir: Path | None = None,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH,
     volume_from: str = "file",
 ) -> pd.DataFrame:
     """Predict every scan of `inputs` into `out` (CSV); `--by` adds `<out>.<by>.csv`."""

@@ -82,7 +82,11 @@ class Predictor:
             {name: [s.clinical.get(name) for s in scans] for name in names}, dtype="float64"
         )
         stats = {"clinical": self.bundle.clinical_stats}
-        filled = fill_clinical(raw.copy(), stats, Columns("", self.bundle.labels, names, "", None))
+        filled = fill_clinical(
+            raw.copy(),
+            stats,
+            Columns(image="", labels=self.bundle.labels, clinical=names, patient="", eye=None),
+        )
         shown = raw.copy()
         for name in names:
             shown[f"{name}_imputed"] = filled[f"{name}_missing"].astype(np.int8)

@@ -28,7 +28,7 @@ from mlflow.types.schema import ColSpec, Schema
 from olives.models import ModelBundle
 from olives.runtime import Runtime
 from olives.serving.predictor import Predictor
-from olives.serving.scans import Scan
+from olives.serving.scans import Scan, number
 
 ARTIFACT = "bundle"
 
@@ -61,7 +61,7 @@ def records(model_input: pd.DataFrame | dict | list) -> list[dict[str, Any]]:
 
 def row_scan(i: int, row: dict[str, Any], clinical: tuple[str, ...]) -> Scan:
     """One request row as a `Scan`: decoded base64 / bytes, or the file at `path`."""
-    values = {name: _number(row.get(name)) for name in clinical}
+    values = {name: number(row.get(name)) for name in clinical}
     image, path = row.get("image"), row.get("path")
     if isinstance(image, (bytes, bytearray)):
         return Scan(f"row {i}", data=bytes(image), clinical=values)
@@ -76,14 +76,6 @@ def row_scan(i: int, row: dict[str, Any], clinical: tuple[str, ...]) -> Scan:
         except OSError as exc:
             return Scan(path, clinical=values, error=f"row {i}: cannot read {path}: {exc}")
     return Scan(f"row {i}", clinical=values, error=f"row {i}: neither 'image' nor 'path' given")
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number != number else number
 
 
 def signature(bundle: ModelBundle) -> ModelSignature:

@@ -112,7 +112,7 @@ def imagefolder_scans(root: Path, metadata: Path, clinical: Sequence[str]) -> It
         ids = _ids(rec)
         scan = image_scan(root / str(rec["file_name"]), **ids)
         scan.index = int(rec["index"]) if _present(rec.get("index")) else 0
-        scan.clinical = {name: _number(rec.get(name)) for name in clinical}
+        scan.clinical = {name: number(rec.get(name)) for name in clinical}
         bad = [n for n in clinical if _present(rec.get(n)) and scan.clinical[n] is None]
         if bad:
             scan.error = f"column '{bad[0]}' is {rec[bad[0]]!r}, not a number"
@@ -136,7 +136,7 @@ def parquet_scans(path: Path, clinical: Sequence[str]) -> Iterator[Scan]:
             name = image.get("path") or f"{path}#{row_number}"
             ids = {"volume": parquet_volume(name)} | _ids(rec)
             scan = Scan(name, index=row_number, data=image.get("bytes"), **ids)
-            scan.clinical = {c: _number(rec.get(c)) for c in clinical}
+            scan.clinical = {c: number(rec.get(c)) for c in clinical}
             if not scan.data:
                 scan.error = f"{path} row {row_number}: no image bytes"
             row_number += 1
@@ -202,7 +202,8 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A clinical value as a float, None when blank, NaN or not a number."""
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -27,6 +27,7 @@ from olives.io import PretrainFiles, read_json, reset_dir, write_json
 from olives.models.backbone import create_backbone
 from olives.runtime import Runtime, needs_launch, started, torchrun
 from olives.tracking.runs import Tracker
+from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
 from olives.training.contrastive import positive_codes
 from olives.training.pretrain import Encoder, codes_as_split, pretrain, pretraining_rows
@@ -103,7 +104,7 @@ def run_pretraining(params: Params, runtime: Runtime, files: PretrainFiles) -> d
     )
     encoder = Encoder(backbone, data_config, params.pretrain.projection_dim)
     key = fingerprint(select(params, PARAMS), data.rows)
-    checkpoint = Checkpoint(Path(params.pretrain.checkpoint_dir) / "last.pt", key)
+    checkpoint = Checkpoint(Path(params.pretrain.checkpoint_dir) / CHECKPOINT_FILE, key)
     tracker = Tracker(params.tracking if runtime.is_main else _off(params))
     name = f"pretrain/{params.model.backbone}-{'+'.join(params.pretrain.positives)}"
     with tracker.run(run_name=f"{name}-e{params.pretrain.epochs}-s{params.seed}"):

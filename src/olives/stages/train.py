@@ -21,6 +21,7 @@ import torch
 
 from olives.config import ModelConfig, Params, flatten, select, to_dict
 from olives.data.loader import SplitData, load_splits
+from olives.data.prepare import INDEX as SPLIT_INDEX
 from olives.data.prepare import SUMMARY, read_stats
 from olives.errors import InputError
 from olives.io import PretrainFiles, TrainFiles, file_sha256, read_json, reset_dir, write_json
@@ -28,6 +29,7 @@ from olives.models import ModelBundle, build_model
 from olives.reporting.figures import learning_curves
 from olives.runtime import Runtime, needs_launch, started, torchrun
 from olives.tracking.runs import Tracker, dvc_hash, git_commit
+from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
 from olives.training.loop import TrainResult, fit
 from olives.training.losses import build_loss, expected_initial_loss
@@ -91,7 +93,7 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
     checkpoint = None
     if cfg.resume:
         key = fingerprint(select(params, PARAMS), data["train"].rows, data["val"].rows)
-        checkpoint = Checkpoint(Path(cfg.checkpoint_dir) / "last.pt", key)
+        checkpoint = Checkpoint(Path(cfg.checkpoint_dir) / CHECKPOINT_FILE, key)
     expected = expected_initial_loss(params.loss, prevalence) if cfg.check_initial_loss else None
     with tracker.run(run_name=run_name(params), tags=run_tags(params)):
         tracker.log_params(flatten(params))
@@ -155,7 +157,7 @@ def run_tags(params: Params) -> dict[str, Any]:
         "git_commit": git_commit(),
         "data_source": params.data.source,
         "cache_md5": dvc_hash(params.preprocess.cache_dir),
-        "split_md5": dvc_hash(f"{params.split.out_dir}/index.parquet"),
+        "split_md5": dvc_hash(f"{params.split.out_dir}/{SPLIT_INDEX}"),
         "backbone": params.model.backbone,
         "fusion": params.model.fusion,
         "loss": params.loss.name,

@@ -22,6 +22,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+FILE = "last.pt"  # the one checkpoint in `train.checkpoint_dir` / `pretrain.checkpoint_dir`
+
+
 @dataclass
 class TrainState:
     """Everything besides model, optimizer and scheduler that resuming needs."""
