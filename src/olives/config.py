@@ -23,6 +23,9 @@ from olives.errors import InputError
 
 T = TypeVar("T")
 
+# The params that name the dataset's columns: every stage that reads rows depends on them.
+COLUMN_KEYS = ("labels", "clinical", "image_column", "patient_column", "eye_column")
+
 # The six biomarkers of OLIVES's `biomarker_detection` config (the VIP Cup 2023 labels).
 BIOMARKERS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
 BIOMARKER_NAMES: dict[str, str] = {

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from olives.config import Params
+from olives.config import COLUMN_KEYS, Params
 from olives.data.sources import download
 from olives.io import write_json
 
@@ -26,11 +26,7 @@ SYNTHETIC = (
 )  # data.synthetic.num_workers is left out: any worker count writes the same bytes
 PARAMS = (
     "seed",
-    "labels",
-    "clinical",
-    "image_column",
-    "patient_column",
-    "eye_column",
+    *COLUMN_KEYS,
     "data.source",
     "data.include_unlabeled",
     "data.huggingface",

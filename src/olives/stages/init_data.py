@@ -13,18 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from olives.config import Params
+from olives.config import COLUMN_KEYS, Params
 from olives.stages import download, preprocess, split
 
 log = logging.getLogger(__name__)
 
 PARAMS = (
     "seed",
-    "labels",
-    "clinical",
-    "image_column",
-    "patient_column",
-    "eye_column",
+    *COLUMN_KEYS,
     "data.synthetic.width",
     "data.synthetic.height",
     "data.synthetic.difficulty",

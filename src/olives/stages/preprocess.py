@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from olives.config import Params
+from olives.config import COLUMN_KEYS, Params
 from olives.data.cache import build_cache
 from olives.data.schema import Columns
 from olives.io import write_json
@@ -15,11 +15,7 @@ from olives.io import write_json
 log = logging.getLogger(__name__)
 
 PARAMS = (
-    "labels",
-    "clinical",
-    "image_column",
-    "patient_column",
-    "eye_column",
+    *COLUMN_KEYS,
     "preprocess.height",
     "preprocess.width",
     "preprocess.resize",
