@@ -1,6 +1,6 @@
 """Volumes: which B-scans form one volume, the unit a clinician decides on (patient x eye x
 visit; an OLIVES volume is 49 B-scans), and how a volume's result follows from its B-scans. The
-one rule for `olives predict --by volume`, `evaluate` and the report.
+one rule for `olives predict --by volume` and the report (on `evaluate`'s predictions).
 
 Which scans form a volume, first match wins:
 1. an id the input states: a `volume` column (metadata.csv, parquet), a DICOM file (its frames
