@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from olives.evaluation.metrics import bootstrap_metrics, evaluate_predictions, tune_thresholds
+from olives.evaluation.intervals import bootstrap_metrics, evaluate_predictions
+from olives.evaluation.metrics import tune_thresholds
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 

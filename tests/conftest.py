@@ -66,5 +66,5 @@ def write_tiny_cache(
     from olives.data.prepare import write_outputs
 
     write_outputs(root / "data/split", out, stats, summary)
-    (root / "data/raw_report.json").write_text('{"splits": {}}\n')
+    (root / "data/raw_report.json").write_text('{"splits": {}, "source": "synthetic"}\n')
     return root

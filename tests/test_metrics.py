@@ -16,15 +16,17 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from olives.evaluation.metrics import (
+from olives.evaluation.intervals import (
     bootstrap_ci,
     bootstrap_metrics,
     bootstrap_replicates,
     draw_patients,
     evaluate_predictions,
+    percentile_interval,
+)
+from olives.evaluation.metrics import (
     image_f1_scores,
     per_label_metrics,
-    percentile_interval,
     summary_metrics,
     tune_thresholds,
     vip_phase1,

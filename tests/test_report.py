@@ -19,7 +19,8 @@ from torch import nn
 from conftest import write_tiny_cache
 from olives.config import ModelConfig, Params, from_dict
 from olives.data.loader import load_splits
-from olives.evaluation.metrics import evaluate_predictions, vip_phase2
+from olives.evaluation.intervals import evaluate_predictions
+from olives.evaluation.metrics import vip_phase2
 from olives.io import EvaluateFiles
 from olives.models import ModelBundle, build_model
 from olives.models.fusion import BiomarkerNet
@@ -34,16 +35,16 @@ CI_NUMBER = re.compile(r"(\d+\.\d{3,})†? \[(\d+\.\d{3,}), (\d+\.\d{3,})\]")
 
 
 def make_params(
-    root: Path, source: str = "synthetic", out: str = "reports", model_dir: str = "models"
+    root: Path, raw_report: str = "raw_report.json", out: str = "reports", model_dir: str = "models"
 ) -> Params:
     return from_dict(
         Params,
         {
             "seed": 5,
             "data": {
-                "source": source,
+                "source": "synthetic",
                 "raw_dir": str(root / "data/raw"),
-                "report": str(root / "data/raw_report.json"),
+                "report": str(root / "data" / raw_report),
             },
             "preprocess": {"height": 64, "width": 64, "cache_dir": str(root / "data/cache")},
             "split": {"out_dir": str(root / "data/split")},
@@ -175,7 +176,10 @@ def test_main_results_numbers_equal_metrics_json(run):
 
 
 def test_reference_figures_are_not_comparable_unless_huggingface(run):
-    build_report(make_params(run, source="huggingface", out="report_hf"))
+    """The source is the one `download` recorded, whatever `data.source` says now."""
+    raw = json.loads((run / "data/raw_report.json").read_text()) | {"source": "huggingface"}
+    (run / "data/raw_report_hf.json").write_text(json.dumps(raw))
+    build_report(make_params(run, raw_report="raw_report_hf.json", out="report_hf"))
     synthetic, hub = read_report(run), read_report(run, "report_hf")
     assert "**Not comparable: this run used `data.source: synthetic`" in synthetic
     assert "Not comparable" not in hub

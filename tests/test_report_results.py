@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix
 
 from olives.data.volumes import aggregate_volumes, natural_key, volume_ids
 from olives.evaluation.calibration import expected_calibration_error
-from olives.evaluation.metrics import evaluate_predictions
+from olives.evaluation.intervals import evaluate_predictions
 from olives.reporting.groups import group_scores
 from olives.reporting.operating import (
     Bootstrap,

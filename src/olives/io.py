@@ -11,8 +11,10 @@ import json
 import math
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
+
+from olives.errors import InputError
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -25,6 +27,35 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def recorded_source(report: str | Path) -> str:
+    """The source `download` fetched from, as its report records it: what later stages say
+    they ran on (the params may have changed since)."""
+    path = Path(report)
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run `olives download` first")
+    source = read_json(path).get("source")
+    if not isinstance(source, str):
+        raise InputError(f"{path}: no 'source' recorded; re-run `olives download`")
+    return source
+
+
+def inside(root: str | Path, name: str) -> Path:
+    """`root / name` when it stays inside `root`: a path read from a file (`metadata.csv`'s
+    `file_name`) must not reach the rest of the disk, by `..`, an absolute path or a link.
+    The message names the path; the caller adds the file and line."""
+    text = str(name)
+    if not text.strip():
+        raise InputError("empty file name")
+    windows = PureWindowsPath(text)
+    if Path(text).is_absolute() or windows.is_absolute() or windows.drive or windows.root:
+        raise InputError(f"file name {text!r} is absolute; give it relative to {root}")
+    base = Path(root).resolve()
+    path = Path(root) / text
+    if not path.resolve().is_relative_to(base):
+        raise InputError(f"file name {text!r} leads outside {root}")
+    return path
 
 
 def reset_dir(path: str | Path) -> Path:

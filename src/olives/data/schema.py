@@ -6,6 +6,7 @@ this schema, so the stages after `download` never need to know where data came f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,25 @@ from olives.errors import InputError
 
 if TYPE_CHECKING:  # `datasets` is imported only where rows are written or checked
     from datasets import Features
+
+
+# Plausible clinical values (README "Security and limits"): BCVA in ETDRS letters, 0-100 by
+# the chart (OLIVES: 27-100); central subfield thickness in micrometres (OLIVES: 151-723;
+# macular holes go thinner, severe oedema thicker). Other clinical columns must be finite.
+CLINICAL_RANGES: dict[str, tuple[float, float]] = {"BCVA": (0.0, 100.0), "CST": (50.0, 1500.0)}
+
+
+def clinical_problem(name: str, value: float | None) -> str | None:
+    """Why a clinical value may not reach the model, or None when it may (None, a missing
+    value, is imputed as in training)."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        return f"{name} is {value}, not a finite number"
+    low, high = CLINICAL_RANGES.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:
+        return f"{name} = {value:g} is outside its plausible range {low:g}-{high:g}"
+    return None
 
 
 class SchemaError(InputError, ValueError):

@@ -16,17 +16,19 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "fit_temperatures",
         ],
         "compare": ["CompareError", "compare_runs", "differing_params", "write_tables"],
-        "metrics": [
+        "intervals": [
             "BootstrapCI",
             "bootstrap_ci",
             "bootstrap_metrics",
             "bootstrap_replicates",
-            "curve_tables",
             "draw_patients",
             "evaluate_predictions",
+            "percentile_interval",
+        ],
+        "metrics": [
+            "curve_tables",
             "image_f1_scores",
             "per_label_metrics",
-            "percentile_interval",
             "summary_metrics",
             "tune_thresholds",
             "vip_phase1",

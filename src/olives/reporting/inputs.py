@@ -13,7 +13,7 @@ from olives.config import BIOMARKER_NAMES, Params
 from olives.data.prepare import SUMMARY, read_index
 from olives.data.volumes import volume_ids
 from olives.errors import InputError
-from olives.io import EvaluateFiles, ReportFiles, read_json
+from olives.io import EvaluateFiles, ReportFiles, read_json, recorded_source
 from olives.models import ModelBundle
 from olives.reporting.tables import latex_table, markdown_table
 
@@ -30,7 +30,8 @@ class ReportInputs:
     predictions: pd.DataFrame
     index: pd.DataFrame
     splits: dict[str, Any]
-    raw_report: dict[str, Any] | None
+    raw_report: dict[str, Any]
+    source: str  # recorded by `download` (data/raw_report.json), not read from the params
     volumes: pd.DataFrame | str  # per-scan `volume` and `visit`, or why there are none
 
     def link(self, target: Path) -> str:
@@ -57,8 +58,8 @@ def load_inputs(params: Params) -> ReportInputs:
     index = read_index(split_dir)
     check_columns(index, ["split", "row", params.patient_column, *labels], split_dir)
     splits = read_json(need(split_dir / SUMMARY, "split"))
-    raw_path = Path(params.data.report)
-    raw_report = read_json(raw_path) if raw_path.is_file() else None
+    source = recorded_source(params.data.report)
+    raw_report = read_json(Path(params.data.report))
     return ReportInputs(
         params,
         Path(params.report.out_dir),
@@ -69,6 +70,7 @@ def load_inputs(params: Params) -> ReportInputs:
         index,
         splits,
         raw_report,
+        source,
         volume_ids(predictions, params.patient_column),
     )
 

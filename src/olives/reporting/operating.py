@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from olives.evaluation.metrics import MetricFn, bootstrap_replicates, percentile_interval
+from olives.evaluation.intervals import MetricFn, bootstrap_replicates, percentile_interval
 
 RATES = ("sensitivity", "specificity", "ppv", "npv")
 # Fewer test patients than this behind a biomarker's positives: the report warns. With 5, one

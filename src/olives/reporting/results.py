@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from olives.config import BIOMARKERS
 from olives.data.volumes import aggregate_volumes
-from olives.evaluation.metrics import evaluate_predictions
+from olives.evaluation.intervals import evaluate_predictions
 from olives.reporting.groups import arrays, group_scores
 from olives.reporting.inputs import ReportInputs, label_title, write_table
 from olives.reporting.operating import RATES, Bootstrap, caveats, operating_points
@@ -322,7 +322,7 @@ def _eye_lines(inputs: ReportInputs, volumes: pd.DataFrame) -> list[str]:
 
 def compared_section(inputs: ReportInputs) -> str:
     """Published OLIVES figures beside this run's, each labelled with its data."""
-    source, labels = inputs.params.data.source, inputs.labels
+    source, labels = inputs.source, inputs.labels
     comparable = source == "huggingface" and labels == BIOMARKERS
     verdict = "approximately" if comparable else "no"
     rows = [

@@ -21,8 +21,9 @@ from olives.config import Params
 from olives.data.loader import BatchSource, SplitData, load_splits
 from olives.errors import InputError
 from olives.evaluation.calibration import calibration_table
-from olives.evaluation.metrics import curve_tables, evaluate_predictions
-from olives.io import EvaluateFiles, file_sha256, write_json
+from olives.evaluation.intervals import evaluate_predictions
+from olives.evaluation.metrics import curve_tables
+from olives.io import EvaluateFiles, file_sha256, recorded_source, write_json
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.inference import predict_logits
@@ -92,7 +93,7 @@ def run(params: Params) -> dict[str, Any]:
 def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
     """What produced these numbers (read from the model file, not the current params)."""
     return {
-        "data_source": params.data.source,
+        "data_source": recorded_source(params.data.report),
         "split": "test",
         "backbone": bundle.model.cfg.backbone,
         "fusion": bundle.model.cfg.fusion,

@@ -10,7 +10,7 @@ from olives.reporting.report import build_report
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("data.source", "patient_column", "report.gallery_size")
+PARAMS = ("patient_column", "report.gallery_size")
 
 
 def run(params: Params) -> Path:

@@ -24,7 +24,15 @@ from olives.data.loader import SplitData, load_splits
 from olives.data.prepare import INDEX as SPLIT_INDEX
 from olives.data.prepare import SUMMARY, read_stats
 from olives.errors import InputError
-from olives.io import PretrainFiles, TrainFiles, file_sha256, read_json, reset_dir, write_json
+from olives.io import (
+    PretrainFiles,
+    TrainFiles,
+    file_sha256,
+    read_json,
+    recorded_source,
+    reset_dir,
+    write_json,
+)
 from olives.models import ModelBundle, build_model
 from olives.reporting.figures import learning_curves
 from olives.runtime import Runtime, needs_launch, started, torchrun
@@ -155,7 +163,7 @@ def run_name(params: Params) -> str:
 def run_tags(params: Params) -> dict[str, Any]:
     return {
         "git_commit": git_commit(),
-        "data_source": params.data.source,
+        "data_source": recorded_source(params.data.report),
         "cache_md5": dvc_hash(params.preprocess.cache_dir),
         "split_md5": dvc_hash(f"{params.split.out_dir}/{SPLIT_INDEX}"),
         "backbone": params.model.backbone,

@@ -160,8 +160,11 @@ def build_loop(
     seed: int,
     labels: tuple[str, ...],
     runtime: Runtime,
+    augment: nn.Module | None = None,
 ) -> Loop:
-    """Model, loss and data on the device; optimizer, scheduler, DDP and compile around them."""
+    """Model, loss and data on the device; optimizer, scheduler, DDP and compile around them.
+    `data` without "val" builds a loop with no validation (pre-training); `augment` replaces
+    the batch augmentation (pre-training's two views)."""
     net = model.to(runtime.device)
     if cfg.freeze_backbone:
         freeze_backbone(net)
@@ -175,6 +178,7 @@ def build_loop(
         extra["layer_decay"] = cfg.layer_decay
     optimizer = create_optimizer_v2(net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
     steps = steps_per_epoch(len(data["train"]), cfg.batch_size, runtime.world_size)
+    val = data.get("val")
     return Loop(
         net=net,
         model=train_model,
@@ -182,9 +186,9 @@ def build_loop(
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, steps),
         scaler=torch.amp.GradScaler("cuda", enabled=use_fp16(cfg.amp, runtime)),
-        augment=BatchAugment(cfg.augment).to(runtime.device),
+        augment=(augment or BatchAugment(cfg.augment)).to(runtime.device),
         train=BatchSource(data["train"], runtime, on_device),
-        val=BatchSource(data["val"], runtime, on_device),
+        val=None if val is None else BatchSource(val, runtime, on_device),
         cfg=cfg,
         seed=seed,
         labels=labels,

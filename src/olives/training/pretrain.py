@@ -5,8 +5,8 @@ The step is the train stage's own (`training.train_epoch` / `train_step`: uint8 
 -> batched tensor augmentation -> forward -> backward), with two changes: `TwoViews` makes two
 augmented views of each batch, and the model is an `Encoder` (backbone + projection head) whose
 output the contrastive loss reads as `[batch, 2, dim]`. The batch's "labels" are the integer
-codes of the positive kinds (`contrastive.positive_codes`). Resumable through the same
-`Checkpoint`; deterministic on the CPU.
+codes of the positive kinds (`contrastive.positive_codes`). The loop is `build_loop`'s, without a
+validation split; resumable through the same `Checkpoint`; deterministic on the CPU.
 """
 
 from __future__ import annotations
@@ -19,24 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from timm.optim import create_optimizer_v2
 from torch import nn
 
 from olives.config import AugmentConfig, TrainConfig
-from olives.data.loader import BatchSource, SplitData
+from olives.data.loader import SplitData
 from olives.models.backbone import GreyInput
 from olives.runtime import Runtime
 from olives.training.augment import BatchAugment
 from olives.training.checkpoint import Checkpoint, TrainState
 from olives.training.contrastive import ProjectionHead, clinical_loss
-from olives.training.loop import (
-    Loop,
-    configure_torch,
-    make_scheduler,
-    steps_per_epoch,
-    train_epoch,
-    use_fp16,
-)
+from olives.training.loop import build_loop, configure_torch, steps_per_epoch, train_epoch
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("val", "test")
@@ -110,29 +102,13 @@ def pretrain(
     """`cfg.epochs` epochs of the contrastive loss over `data` (labels = codes); AdamW with
     warm-up and cosine decay, resumed from `checkpoint` when it is this run's."""
     configure_torch(cfg, runtime)
-    net = encoder.to(runtime.device)
-    optimizer = create_optimizer_v2(net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = steps_per_epoch(len(data), cfg.batch_size, runtime.world_size)
-    if steps == 0:
+    if steps_per_epoch(len(data), cfg.batch_size, runtime.world_size) == 0:
         raise ValueError(
             f"pretrain: {len(data)} scans make no full batch of {cfg.batch_size} per rank"
         )
-    loop = Loop(
-        net=net,
-        model=runtime.wrap(net),
-        loss_fn=ContrastiveLoss(temperature),
-        optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, cfg, steps),
-        scaler=torch.amp.GradScaler("cuda", enabled=use_fp16(cfg.amp, runtime)),
-        augment=TwoViews(cfg.augment).to(runtime.device),
-        train=BatchSource(data, runtime),
-        val=None,
-        cfg=cfg,
-        seed=seed,
-        labels=(),
-        runtime=runtime,
-        steps_per_epoch=steps,
-    )
+    loss_fn, views = ContrastiveLoss(temperature), TwoViews(cfg.augment)
+    loop = build_loop(encoder, loss_fn, {"train": data}, cfg, seed, (), runtime, augment=views)
+    net, optimizer = loop.net, loop.optimizer
     state = checkpoint.load(net, optimizer, loop.scheduler) if checkpoint else None
     state = state or TrainState()
     while state.epoch < cfg.epochs:
