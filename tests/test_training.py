@@ -109,7 +109,8 @@ def test_tiny_subset_is_overfit_to_near_zero_loss(tiny):
         clinical=data["train"].clinical[:8],
         frame=data["train"].frame.iloc[:8],
     )
-    cfg = params(tiny, epochs=40, lr=1e-2, augment={"enabled": False})
+    # lr 1e-2 diverged under torch 2.14 (loss 0.6 -> 1.3); 3e-3 for all 40 epochs reaches ~0
+    cfg = params(tiny, epochs=40, lr=3e-3, patience=40, augment={"enabled": False})
     result = run_fit(cfg, {"train": subset, "val": subset})
     losses = [h["train_loss"] for h in result.state.history]
     assert losses[-1] < 0.05 < losses[0]
@@ -129,7 +130,7 @@ def test_resumed_run_ends_with_the_same_weights(tiny, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_fit(cfg, data, checkpoint, on_epoch=interrupt)
-    assert torch.load(checkpoint, weights_only=False)["state"]["epoch"] == 2
+    assert torch.load(checkpoint, weights_only=True)["state"]["epoch"] == 2
     resumed = run_fit(cfg, data, checkpoint).model.state_dict()
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
