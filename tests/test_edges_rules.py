@@ -33,6 +33,12 @@ def test_a_file_name_cannot_leave_its_folder(tmp_path, name):
         inside(root, name)
 
 
+def test_a_link_loop_is_an_input_error(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    with pytest.raises(InputError, match="loop"):
+        inside(tmp_path, "loop.png")
+
+
 @pytest.mark.parametrize("name", ["a.png", "sub/b.png", "sub/../c.png", "./d.png"])
 def test_names_inside_the_folder_pass(tmp_path, name):
     assert inside(tmp_path, name) == tmp_path / name

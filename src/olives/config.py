@@ -64,6 +64,9 @@ class LocalSource:
 
     path: str = ""
     split_column: str | None = None
+    # Listed files that may be absent before `download` stops (skipped with a WARNING below):
+    # one in 60 passes, a mistyped or half-copied folder (50 of 60 absent) stops the stage.
+    max_missing_fraction: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,11 @@ def inside(root: str | Path, name: str) -> Path:
         raise InputError(f"file name {text!r} is absolute; give it relative to {root}")
     base = Path(root).resolve()
     path = Path(root) / text
-    if not path.resolve().is_relative_to(base):
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11: RuntimeError on a link loop
+        raise InputError(f"file name {text!r} cannot be resolved (a link loop?): {exc}") from exc
+    if not resolved.is_relative_to(base):
         raise InputError(f"file name {text!r} leads outside {root}")
     return path
 

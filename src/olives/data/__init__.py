@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "cache": [
+            "BrokenCacheError",
             "RawFile",
             "TooManyCorruptError",
             "build_cache",
@@ -18,7 +19,21 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "open_cache",
             "open_image_file",
         ],
-        "decode": ["DecodeError", "decode_grey", "load_scan", "resize", "to_uint8_grey"],
+        "decode": [
+            "DEFAULT_LIMITS",
+            "DecodeError",
+            "ImageLimits",
+            "check_bytes",
+            "check_pixels",
+            "check_sides",
+            "check_size",
+            "decode_grey",
+            "decode_scan",
+            "load_scan",
+            "resize",
+            "to_uint8_grey",
+            "upsampled",
+        ],
         "ids": ["normalise_id", "plain", "subject_component", "subject_from_path", "uniform"],
         "loader": [
             "Batch",
@@ -46,6 +61,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "shards": ["ShardWriter"],
         "sources": [
             "SourceError",
+            "check_clinical",
+            "check_clinical_shards",
             "checked_row",
             "derive_patients",
             "describe_raw",
@@ -55,6 +72,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "imagefolder_rows",
             "local_rows",
             "parquet_rows",
+            "read_metadata",
             "write_splits",
         ],
         "splits": [

@@ -12,6 +12,7 @@ grew peak memory with every shard read (measured: +140 MB over 2,000 rows).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,10 @@ DUPLICATES = "duplicates.csv"
 
 class TooManyCorruptError(InputError, RuntimeError):
     """More undecodable images than `preprocess.max_corrupt_fraction` allows."""
+
+
+class BrokenCacheError(InputError, RuntimeError):
+    """The image cache is missing, truncated or another program's: rebuild it."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,76 @@ def _check_corrupt(n_bad: int, total: int, limit: float, listing: Path) -> None:
 
 
 def open_cache(cache_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """The memory-mapped image array and the index, as training and evaluation read them."""
+    """The memory-mapped image array and the index, as training and evaluation read them.
+
+    Both are checked first (header against file size, index rows against the images), so a
+    truncated or foreign cache is one line saying to rebuild it, not a traceback from mmap."""
     cache_dir = Path(cache_dir)
-    images = np.load(cache_dir / IMAGES, mmap_mode="r")
-    return images, pd.read_parquet(cache_dir / INDEX)
+    images = _open_images(cache_dir / IMAGES)
+    return images, _read_index(cache_dir / INDEX, len(images), cache_dir / SKIPPED)
+
+
+def _broken(path: Path, reason: str) -> BrokenCacheError:
+    reason = " ".join(reason.split())  # one line, whatever the library's message held
+    return BrokenCacheError(
+        f"{path} is truncated or not this project's cache ({reason}); "
+        "re-run `olives preprocess` (or `dvc repro preprocess`)"
+    )
+
+
+def _open_images(path: Path) -> np.ndarray:
+    """`images.npy` memory-mapped, once its header says uint8 images x height x width and
+    the file holds exactly the bytes that header announces."""
+    if not path.exists():
+        raise BrokenCacheError(f"{path}: not found; run `olives preprocess` first")
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f".npy version {version} is not one this project writes")
+            offset = handle.tell()
+    except (OSError, ValueError) as exc:
+        raise _broken(path, f"not a readable .npy file: {exc}") from None
+    if dtype != np.uint8 or len(shape) != 3 or fortran:
+        order = "Fortran" if fortran else "C"
+        raise _broken(path, f"{dtype} array of shape {shape} in {order} order, not uint8 images")
+    need, size = offset + math.prod(shape), path.stat().st_size
+    if size != need:
+        raise _broken(path, f"{size} bytes on disk, its header {shape} needs {need}")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise _broken(path, str(exc)) from None
+
+
+def _read_index(path: Path, n_images: int, skipped: Path) -> pd.DataFrame:
+    """`index.parquet`, whose rows must point into the images: every image slot is either a
+    row of the index or a line of `skipped.csv` (when that listing is there)."""
+    if not path.exists():
+        raise BrokenCacheError(f"{path}: not found; run `olives preprocess` first")
+    try:
+        index = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise _broken(path, f"not a readable parquet file: {exc}") from None
+    rows = index.get("row")
+    if rows is None or not pd.api.types.is_integer_dtype(rows):
+        raise _broken(path, "no integer 'row' column")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_images or not rows.is_unique):
+        raise _broken(path, f"its rows do not all point to distinct images of the {n_images}")
+    n_skipped = _count_rows(skipped) if skipped.is_file() else n_images - len(index)
+    if len(index) + n_skipped != n_images:
+        raise _broken(
+            path, f"{len(index)} rows + {n_skipped} skipped for {n_images} images in {IMAGES}"
+        )
+    return index
+
+
+def _count_rows(listing: Path) -> int:
+    try:
+        return len(pd.read_csv(listing))
+    except (OSError, ValueError) as exc:
+        raise _broken(listing, f"not a readable CSV file: {exc}") from None

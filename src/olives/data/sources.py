@@ -7,8 +7,11 @@ at a time. The source is always explicit (`data.source`): nothing falls back sil
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from olives.config import Params
+from olives.config import LocalSource, Params
 from olives.data.ids import normalise_id, subject_component, subject_from_path
-from olives.data.schema import Columns, SchemaError, check_schema
+from olives.data.schema import Columns, SchemaError, check_schema, clinical_problem
 from olives.data.shards import ShardWriter
 from olives.errors import InputError
-from olives.io import none_if_nan, reset_dir
+from olives.io import inside, none_if_nan, reset_dir
+
+log = logging.getLogger(__name__)
 
 OFFLINE_HINT = (
     "Offline sources: set `data.source: synthetic` (the embedded default generator) or "
@@ -71,6 +76,7 @@ def _fetch(params: Params, cols: Columns, raw_dir: Path, missing: list[dict[str,
         synthetic.generate(
             cfg.synthetic, raw_dir, seed=params.seed, include_unlabeled=cfg.include_unlabeled
         )
+        check_clinical_shards(raw_dir, cols)
     elif cfg.source == "huggingface":
         write_splits(
             huggingface_rows(cfg.huggingface, cols),
@@ -81,7 +87,13 @@ def _fetch(params: Params, cols: Columns, raw_dir: Path, missing: list[dict[str,
         )
     elif cfg.source == "local":
         write_splits(
-            local_rows(Path(cfg.local.path), cols, cfg.local.split_column, missing),
+            local_rows(
+                Path(cfg.local.path),
+                cols,
+                cfg.local.split_column,
+                missing,
+                max_missing=cfg.local.max_missing_fraction,
+            ),
             raw_dir,
             cols,
             cfg.include_unlabeled,
@@ -126,17 +138,47 @@ def write_splits(
 
 
 def checked_row(row: dict[str, Any], cols: Columns, where: str) -> dict[str, Any]:
-    """Labels in {0, 1, blank}; ids as ints (integral numbers) or text."""
+    """Labels in {0, 1, blank}; clinical values blank or plausible; ids as ints (integral
+    numbers) or text. Every hub and local row passes here before it is stored."""
     for name in cols.labels:
         value = row.get(name)
-        blank = value is None or (isinstance(value, float) and math.isnan(value))
-        if not blank and (isinstance(value, bool) or value not in (0, 1)):
+        if not _blank(value) and (isinstance(value, bool) or value not in (0, 1)):
             raise SchemaError(f"{where}: label '{name}' is {value!r}; expected 0, 1 or blank")
+    check_clinical(row, cols, where)
     row = dict(row)
     row[cols.patient] = normalise_id(row.get(cols.patient), cols.patient, where)
     if cols.eye and row.get(cols.eye) is not None:
         row[cols.eye] = normalise_id(row[cols.eye], cols.eye, where)
     return row
+
+
+def check_clinical(row: dict[str, Any], cols: Columns, where: str) -> None:
+    """A clinical value reaches the model as a feature: an impossible one (BCVA 1e308, CST
+    -500, inf) is refused here, naming the row, rather than scaled into training."""
+    for name in cols.clinical:
+        value = row.get(name)
+        if _blank(value):
+            continue  # missing: imputed from the training split
+        try:
+            problem = clinical_problem(name, float(value))
+        except (TypeError, ValueError):
+            problem = f"{name} is {value!r}, not a number"
+        if problem:
+            raise SchemaError(f"{where}: column {problem}")
+
+
+def check_clinical_shards(raw_dir: Path, cols: Columns) -> None:
+    """The synthetic generator writes its shards itself, not through `checked_row`: its
+    clinical values are checked here, reading those columns alone."""
+    for file in sorted(raw_dir.glob("*/*.parquet")):
+        names = [c for c in cols.clinical if c in pq.read_schema(file).names]
+        rows = pq.read_table(file, columns=names).to_pylist()
+        for number, row in enumerate(rows):
+            check_clinical(row, cols, f"synthetic {file.parent.name}/{file.name} row {number}")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def features_for(row: dict[str, Any], cols: Columns) -> Any:
@@ -198,18 +240,23 @@ def local_rows(
     cols: Columns,
     split_column: str | None,
     missing_files: list[dict[str, Any]] | None = None,
+    max_missing: float = LocalSource.max_missing_fraction,
 ) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Rows of an ImageFolder (`metadata.csv` + images) or of a folder of parquet files."""
     if not path.is_dir():
         raise SourceError(f"data.local.path: folder not found: {path}. " + OFFLINE_HINT)
     metadata = path / "metadata.csv"
     if metadata.is_file():
-        yield from imagefolder_rows(path, metadata, cols, split_column, missing_files)
+        yield from imagefolder_rows(
+            path, metadata, cols, split_column, missing_files, max_missing=max_missing
+        )
         return
     files = sorted(path.rglob("*.parquet"))
     if not files:
         raise SourceError(f"data.local.path: {path} holds neither metadata.csv nor *.parquet")
     for file in files:
+        if not stat.S_ISREG(file.stat().st_mode):  # a FIFO would block the reader
+            raise SourceError(f"data.local.path: {file} is not a regular file")
         yield from parquet_rows(file, cols, split_column, path)
 
 
@@ -219,30 +266,30 @@ def imagefolder_rows(
     cols: Columns,
     split_column: str | None,
     missing_files: list[dict[str, Any]] | None = None,
+    max_missing: float = LocalSource.max_missing_fraction,
 ) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Rows of `metadata.csv`. Ids are read as text (leading zeros and `01-037` survive;
-    plain integers become ints); a listed image that is absent is not stored but appended to
-    `missing_files` with its line and path."""
+    plain integers become ints). Every `file_name` must stay inside `root` and name a regular
+    file; a listed image that is absent is not stored but appended to `missing_files` with
+    its line and path, and more than `max_missing` (a fraction) of them stop the stage (checked
+    before any image is read)."""
     ids = [c for c in cols.ids if c]
-    table = pd.read_csv(metadata, dtype={c: str for c in ids})
-    need = ["file_name", *cols.labels, *cols.clinical, cols.patient]
-    if split_column:
-        need.append(split_column)
-    absent = [c for c in need if c not in table.columns]
-    if absent:
-        raise SchemaError(f"{metadata}: missing column(s) {', '.join(map(repr, absent))}")
-    _check_numeric(table, [*cols.labels, *cols.clinical], metadata)
+    table = read_metadata(metadata, cols, split_column)
+    listed = [
+        _listed_file(root, name, f"{metadata} line {i + 2}")
+        for i, name in enumerate(table["file_name"])
+    ]
+    absent = [(i + 2, path) for i, (path, present) in enumerate(listed) if not present]
+    _check_missing(absent, len(table), root, metadata, max_missing)
+    if missing_files is not None:
+        missing_files.extend({"line": line, "path": str(path)} for line, path in absent)
     for i, rec in enumerate(table.to_dict("records")):
         where = f"{metadata} line {i + 2}"
-        image_path = root / str(rec["file_name"])
-        try:
-            data = image_path.read_bytes()
-        except OSError:
-            if missing_files is not None:
-                missing_files.append({"line": i + 2, "path": str(image_path)})
+        path, present = listed[i]
+        if not present:
             continue
         row = {name: none_if_nan(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
-        row[cols.image] = {"bytes": data, "path": str(rec["file_name"])}
+        row[cols.image] = {"bytes": _read_regular(path, where), "path": str(rec["file_name"])}
         for name in ids:
             row[name] = _id_text(rec.get(name))
         split = str(rec[split_column]) if split_column else "train"
@@ -251,9 +298,82 @@ def imagefolder_rows(
         yield split, row, where
 
 
+def read_metadata(metadata: Path, cols: Columns, split_column: str | None) -> pd.DataFrame:
+    """`metadata.csv` with its required columns; ids and file names read as text."""
+    text = {c: str for c in (*cols.ids, "file_name") if c}
+    table = pd.read_csv(metadata, dtype=text)
+    need = ["file_name", *cols.labels, *cols.clinical, cols.patient]
+    if split_column:
+        need.append(split_column)
+    absent = [c for c in need if c not in table.columns]
+    if absent:
+        raise SchemaError(f"{metadata}: missing column(s) {', '.join(map(repr, absent))}")
+    _check_numeric(table, [*cols.labels, *cols.clinical], metadata)
+    return table
+
+
+def _listed_file(root: Path, name: Any, where: str) -> tuple[Path, bool]:
+    """`root/name` and whether it exists. A name that is absolute or leads outside `root`
+    (by `..` or a link) would copy any file of the disk into `data/raw`, and a FIFO or device
+    would block or never end: both are errors naming the line."""
+    text = "" if _blank(name) else str(name)
+    try:
+        path = inside(root, text)
+        mode = path.stat().st_mode
+    except InputError as exc:
+        raise SourceError(f"{where}: file_name: {exc}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        return path, False
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop; a NUL in the name
+        raise SourceError(f"{where}: file_name {text!r}: {exc}") from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"{where}: file_name {text!r} is {_kind(mode)}, not a regular file")
+    return path, True
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device or socket"
+
+
+def _read_regular(path: Path, where: str) -> bytes:
+    """The bytes of `path`, opened without blocking and checked again once open, so that a
+    FIFO put in the file's place after the listing cannot hang the stage."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise SourceError(f"{where}: {path} is {_kind(mode)}, not a regular file")
+            return handle.read()
+    except OSError as exc:
+        raise SourceError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_missing(
+    absent: list[tuple[int, Path]], listed: int, root: Path, metadata: Path, most: float
+) -> None:
+    """One warning for absent files; more than the fraction `most` of them is an error
+    (a mistyped or half-copied folder), so nobody trains on a fraction of the data unawares."""
+    if not absent:
+        return
+    names = [str(path.relative_to(root)) for _, path in absent[:5]]
+    first = ", ".join(names) + (", ..." if len(absent) > len(names) else "")
+    text = f"{len(absent)} of {listed} files listed in {metadata} are missing (first: {first})"
+    if len(absent) / listed > most:
+        raise SourceError(
+            f"data.local.path: {text}, more than data.local.max_missing_fraction ({most:.0%}); "
+            "check the folder"
+        )
+    log.warning("data.local.path: %s; they are skipped and listed in the download report", text)
+
+
 def _id_text(value: Any) -> int | str | None:
     """A text id from a CSV: a plain integer (no sign, no leading zero) becomes an int."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _blank(value):
         return None
     text = str(value).strip()
     return int(text) if text.isdigit() and str(int(text)) == text else text

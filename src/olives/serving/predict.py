@@ -4,7 +4,8 @@ Reads scans (`olives.serving.scans`) in chunks, predicts them
 (`olives.serving.predictor.Predictor`) on the GPU when there is one, writes one CSV row per scan
 (and per volume, eye or visit with `--by`), and Grad-CAM overlays per scan and biomarker with
 `--gradcam`. An unreadable scan gets its `error` and the run goes on; the command fails only
-when nothing could be read.
+when nothing could be read. Every input the user names gets at least one row, and a row that is
+predicted but doubtful says why in `warning` (`olives.serving.scans`, `olives.serving.predictor`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def write_overlays(
     predictor: Predictor,
     scans: list[Scan],
     images: np.ndarray,
-    errors: list[str | None],
+    errors: Sequence[str | None],
     folder: Path,
 ) -> None:
     """`<folder>/<file>-<hash>_<index>_<label>.png`: the scan at the model's size with the
@@ -112,11 +113,12 @@ def run(
     )
     parts = []
     with tqdm(unit="scan", desc="predict") as bar:
-        for chunk in chunks(read_scans(inputs, predictor.bundle.clinical)):
-            images, errors = predictor.pixels(chunk)
-            table = predictor.predict_pixels(chunk, images, errors)
-            if gradcam_dir is not None:
-                write_overlays(predictor, chunk, images, errors, gradcam_dir)
+        for chunk in chunks(read_scans(inputs, predictor.bundle.clinical, predictor.limits)):
+            decoded = predictor.pixels(chunk)
+            table = predictor.predict_pixels(chunk, decoded)
+            if gradcam_dir is not None:  # predicted rows only (the table's errors are final)
+                errors = [None if pd.isna(e) else e for e in table["error"]]
+                write_overlays(predictor, chunk, decoded.images, errors, gradcam_dir)
             parts.append(table)
             bar.update(len(chunk))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ID_FIELDS)
@@ -125,9 +127,13 @@ def run(
         raise InputError(f"no scan could be read ({len(table)} tried): {first[0]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    failed = int(table["error"].notna().sum())
+    failed, doubtful = int(table["error"].notna().sum()), int(table["warning"].notna().sum())
     log.info(
-        "%d scans predicted, %d unreadable (see 'error'): %s", len(table) - failed, failed, out
+        "%d scans predicted, %d not (see 'error'), %d with a warning (see 'warning'): %s",
+        len(table) - failed,
+        failed,
+        doubtful,
+        out,
     )
     if by != "scan":
         grouped = aggregate(table, by, predictor.bundle, volume_from)
