@@ -198,7 +198,7 @@ def test_a_folder_or_blank_name_is_refused(tmp_path):
     folder = image_folder(tmp_path)
     (folder / "dir.png").mkdir()
     set_cell(folder, 1, "file_name", "dir.png")
-    with pytest.raises(SourceError, match=r"line 3: file_name 'dir.png' is a folder"):
+    with pytest.raises(SourceError, match=r"line 3: file_name 'dir.png' is a directory"):
         download(params_for(tmp_path, folder))
     set_cell(folder, 1, "file_name", "")
     with pytest.raises(SourceError, match=r"line 3: file_name: empty file name"):

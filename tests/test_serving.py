@@ -3,7 +3,6 @@ with the same numbers as `olives predict`; evaluate tags it and gives it the cha
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -67,9 +66,12 @@ def b_scan_png(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_served_model_answers_http_like_olives_predict(registered, tmp_path):
+def test_served_model_answers_http_like_olives_predict(registered, tmp_path, capsys):
+    """The README's way: `olives request scan.png > request.json`, `curl -d @request.json`."""
     _, uri = registered
-    data = b_scan_png(tmp_path / "scan.png")
+    b_scan_png(tmp_path / "scan.png")
+    assert main(["request", str(tmp_path / "scan.png")]) == 0
+    body = capsys.readouterr().out
     port = free_port()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # uvicorn
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
@@ -78,15 +80,9 @@ def test_served_model_answers_http_like_olives_predict(registered, tmp_path):
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)
-        body = {
-            "dataframe_split": {
-                "columns": ["image", "BCVA", "CST"],
-                "data": [[base64.b64encode(data).decode(), None, None]],
-            }
-        }
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(body).encode(),
+            data=body.encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=60) as reply:

@@ -41,7 +41,9 @@ TOOLS = {
     "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
     "score": "score a VIP Cup submission CSV against a label CSV (phase-1 F1)",
     "compare": "table of the experiment's MLflow runs: params vs metrics",
+    "request": "print the JSON body of a request to the served model (curl -d @request.json)",
 }
+WITHOUT_PARAMS = ("score", "predict", "request")  # tools that read no params.yaml
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="volumes of scans whose input names none (no metadata volume, not DICOM): one per "
         "file (default) or one per folder",
     )
+    request = parsers["request"]
+    request.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF or JPEG files")
+    request.add_argument("--bcva", type=float, help="BCVA (ETDRS letters) on every row")
+    request.add_argument("--cst", type=float, help="CST (micrometres) on every row")
     parsers["score"].add_argument("submission", help="VIP Cup layout: path column, then B1..B6")
     parsers["score"].add_argument("labels", help="the same layout with the true labels")
     compare = parsers["compare"]
@@ -124,6 +130,13 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             volume_from=args.volume_from,
         )
+    elif args.command == "request":
+        import json
+
+        from olives.serving.request import request_body
+
+        clinical = {"BCVA": args.bcva, "CST": args.cst}
+        print(json.dumps(request_body(args.images, clinical), allow_nan=False))
     elif args.command == "score":
         from olives.evaluation.scoring import score_files
 
@@ -170,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = logging.WARNING  # under torchrun, rank 0 alone reports progress
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = None if args.command in ("score", "predict") else load_params(args.params)
+        params = None if args.command in WITHOUT_PARAMS else load_params(args.params)
         dispatch(params, args)
     except ConfigError as exc:
         log.error("%s", exc)

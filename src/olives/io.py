@@ -6,13 +6,16 @@ both the stage that writes a file and the stage that reads it take its path from
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from olives.errors import InputError
 
@@ -55,8 +58,10 @@ def inside(root: str | Path, name: str) -> Path:
     path = Path(root) / text
     try:
         resolved = path.resolve()
-    except (RuntimeError, OSError) as exc:  # Python 3.11: RuntimeError on a link loop
-        raise InputError(f"file name {text!r} cannot be resolved (a link loop?): {exc}") from exc
+    except RuntimeError:  # Python 3.11 on a link loop
+        raise InputError(f"file name {text!r} is a symbolic link loop") from None
+    except OSError as exc:
+        raise InputError(f"file name {text!r} cannot be resolved: {exc.strerror}") from None
     if not resolved.is_relative_to(base):
         raise InputError(f"file name {text!r} leads outside {root}")
     return path
@@ -222,3 +227,87 @@ class PaperFiles:
     def encoder(self, seed: int) -> Path:
         """`pretrain/s<seed>/`: the contrastive encoder of one seed (`PretrainFiles` layout)."""
         return self.root / "pretrain" / f"s{seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Regular files: what every reader of outside files (download, predict, serving) opens
+# ---------------------------------------------------------------------------------------------
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def not_a_file(path: Path, info: os.stat_result) -> str:
+    return f"{path} is {file_kind(info.st_mode)}, not a regular file"
+
+
+def stat_or_why(path: Path) -> os.stat_result | str:
+    """The file's status, links followed, or why there is none (one line naming the path)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if not os.path.islink(path):
+            if exc.errno == errno.ENOENT:
+                return f"not found: {path}"
+            return f"cannot read {path}: {exc.strerror or exc}"
+        if exc.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop"
+        try:
+            return f"{path}: broken link to {os.readlink(path)}"
+        except OSError:
+            return f"{path}: broken link"
+
+
+def not_regular(path: Path) -> str | None:
+    """Why `path` is no regular file (links followed), or None when it is one."""
+    info = stat_or_why(path)
+    if isinstance(info, str):
+        return info
+    return None if stat.S_ISREG(info.st_mode) else not_a_file(path, info)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading only if it is a regular file: non-blocking (a FIFO swapped in
+    after `stat` does not hang) and checked again on the descriptor."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    handle = os.fdopen(os.open(path, flags), "rb")
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        handle.close()
+        raise InputError(not_a_file(path, info))
+    return handle
+
+
+def read_regular(path: Path, max_bytes: int | None = None) -> bytes:
+    """A regular file's bytes, its size checked before reading (at most `max_bytes + 1` read);
+    an `InputError` naming the path otherwise (also for an empty file)."""
+    problem = not_regular(path)
+    if problem:
+        raise InputError(problem)
+    try:
+        with open_regular(path) as handle:
+            _check_file_size(path, os.fstat(handle.fileno()).st_size, max_bytes)
+            data = handle.read(-1 if max_bytes is None else max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _check_file_size(path, len(data), max_bytes)  # it may have changed since fstat
+    return data
+
+
+def _check_file_size(path: Path, size: int, max_bytes: int | None) -> None:
+    if size == 0:
+        raise InputError(f"empty file: {path}")
+    if max_bytes is not None and size > max_bytes:
+        raise InputError(
+            f"{path}: {size:,} bytes, over the limit of {max_bytes:,} bytes "
+            f"({max_bytes / 2**20:g} MiB)"
+        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
@@ -25,7 +24,7 @@ from olives.data.ids import normalise_id, subject_component, subject_from_path
 from olives.data.schema import Columns, SchemaError, check_schema, clinical_problem
 from olives.data.shards import ShardWriter
 from olives.errors import InputError
-from olives.io import inside, none_if_nan, reset_dir
+from olives.io import file_kind, inside, none_if_nan, read_regular, reset_dir
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +288,7 @@ def imagefolder_rows(
         if not present:
             continue
         row = {name: none_if_nan(rec.get(name)) for name in (*cols.labels, *cols.clinical)}
-        row[cols.image] = {"bytes": _read_regular(path, where), "path": str(rec["file_name"])}
+        row[cols.image] = {"bytes": _read_listed(path, where), "path": str(rec["file_name"])}
         for name in ids:
             row[name] = _id_text(rec.get(name))
         split = str(rec[split_column]) if split_column else "train"
@@ -327,30 +326,17 @@ def _listed_file(root: Path, name: Any, where: str) -> tuple[Path, bool]:
     except (OSError, RuntimeError, ValueError) as exc:  # a link loop; a NUL in the name
         raise SourceError(f"{where}: file_name {text!r}: {exc}") from None
     if not stat.S_ISREG(mode):
-        raise SourceError(f"{where}: file_name {text!r} is {_kind(mode)}, not a regular file")
+        raise SourceError(f"{where}: file_name {text!r} is {file_kind(mode)}, not a regular file")
     return path, True
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    return "a device or socket"
-
-
-def _read_regular(path: Path, where: str) -> bytes:
-    """The bytes of `path`, opened without blocking and checked again once open, so that a
-    FIFO put in the file's place after the listing cannot hang the stage."""
+def _read_listed(path: Path, where: str) -> bytes:
+    """The bytes of a listed file (`olives.io.read_regular`: a FIFO put in its place after
+    the listing cannot hang the stage)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise SourceError(f"{where}: {path} is {_kind(mode)}, not a regular file")
-            return handle.read()
-    except OSError as exc:
-        raise SourceError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+        return read_regular(path)
+    except InputError as exc:
+        raise SourceError(f"{where}: {exc}") from None
 
 
 def _check_missing(

@@ -10,11 +10,15 @@ impute missing values, and the image size and resize policy the model was traine
 The file is safetensors: the weights plus one JSON metadata entry. Opening a model file cannot
 run code (unlike a pickle), and the same weights always give the same bytes (`torch.save`
 writes a random serialization id), so DVC's hash of `models/` changes only when the model does.
+The metadata records a SHA-256 digest of the weights (`_weights_digest`), checked on every load:
+one flipped bit in a weight would otherwise pass unnoticed and change every prediction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,8 @@ from safetensors.torch import load_file, save_file
 from olives.errors import InputError
 from olives.evaluation.calibration import calibrated
 from olives.models.fusion import BiomarkerNet, model_from_description
+
+log = logging.getLogger(__name__)
 
 FILE = "model.safetensors"
 FORMAT = 1
@@ -87,8 +93,8 @@ class ModelBundle:
         path = Path(model_dir) / FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        meta = json.dumps(self.metadata(), sort_keys=True)
-        save_file(weights, str(path), metadata={_KEY: meta})
+        meta = {**self.metadata(), "weights_sha256": _weights_digest(weights)}
+        save_file(weights, str(path), metadata={_KEY: json.dumps(meta, sort_keys=True)})
         return path
 
     @classmethod
@@ -107,6 +113,7 @@ class ModelBundle:
             raise BundleError(f"{path}: not an olives model file ({exc})") from exc
         if meta.get("format") != FORMAT:
             raise BundleError(f"{path}: model format {meta.get('format')}, expected {FORMAT}")
+        _check_digest(path, meta.get("weights_sha256"), weights)
         return cls.from_metadata(meta, weights, device)
 
     @classmethod
@@ -133,4 +140,28 @@ class ModelBundle:
             best_epoch=int(meta["best_epoch"]),
             params=meta["params"],
             temperatures=tuple(meta.get("temperatures") or ()) or None,
+        )
+
+
+def _weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor in name order: its name, dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        head = json.dumps([name, str(tensor.dtype), list(tensor.shape), tensor.nbytes])
+        digest.update(head.encode() + b"\n")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, recorded: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Refuse weights that differ from the digest `save` recorded; warn for a file
+    saved before digests were recorded (it cannot be checked)."""
+    if recorded is None:
+        log.warning("%s: no recorded weights digest (an older model file): not verified", path)
+        return
+    if recorded != _weights_digest(weights):
+        raise BundleError(
+            f"{path}: weights do not match their recorded digest: the file is corrupt or was "
+            "modified; re-run `olives train`"
         )

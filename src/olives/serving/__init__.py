@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "predict": ["chunks", "resolve_model", "run", "write_overlays"],
+        "request": ["request_body"],
         "predictor": ["Decoded", "Predictor", "aggregate", "scan_volumes"],
         "pyfunc": [
             "OlivesModel",

@@ -31,14 +31,13 @@ its image path. `metadata.csv` may name `volume`, `visit`, `eye` and `patient` e
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +47,8 @@ from olives.data.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, check_b
 from olives.data.schema import clinical_problem
 from olives.data.volumes import parquet_volume
 from olives.errors import InputError
-from olives.io import inside
+from olives.io import inside, not_a_file, not_regular, open_regular, stat_or_why
+from olives.io import read_regular as io_read_regular
 
 IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -89,7 +89,7 @@ def read_scans(
     """Every scan of every input, in order; folders are walked in sorted order."""
     for item in inputs:
         path = Path(item)
-        info = _stat(path)
+        info = stat_or_why(path)
         if isinstance(info, str):
             yield Scan(str(path), error=info)
         elif stat.S_ISDIR(info.st_mode) and path.suffix.lower() not in SCAN_SUFFIXES:
@@ -97,13 +97,13 @@ def read_scans(
         elif stat.S_ISREG(info.st_mode):
             yield from _file(path, clinical, limits)
         else:
-            yield Scan(str(path), error=_not_a_file(path, info))
+            yield Scan(str(path), error=not_a_file(path, info))
 
 
 def _folder(folder: Path, clinical: Sequence[str], limits: ImageLimits) -> Iterator[Scan]:
     metadata = folder / "metadata.csv"
     if os.path.lexists(metadata):  # an ImageFolder: its listing, or one row saying why not
-        problem = _not_regular(metadata)
+        problem = not_regular(metadata)
         if problem:
             yield Scan(str(metadata), error=problem)
         else:
@@ -134,93 +134,22 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, str 
         return
     for name in names:
         path = folder / name
-        suffix, entry = path.suffix.lower(), _stat(path)
+        suffix, entry = path.suffix.lower(), stat_or_why(path)
         if isinstance(entry, str):
             if suffix in READ_SUFFIXES or os.path.islink(path):
                 yield path, entry
         elif stat.S_ISDIR(entry.st_mode):
             if suffix in SCAN_SUFFIXES:
-                yield path, _not_a_file(path, entry)
+                yield path, not_a_file(path, entry)
             else:
                 yield from _walk(path, seen)
         elif suffix in READ_SUFFIXES:
-            yield path, None if stat.S_ISREG(entry.st_mode) else _not_a_file(path, entry)
-
-
-def _stat(path: Path) -> os.stat_result | str:
-    """The file's status, links followed, or why there is none (one line naming the path)."""
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        if not os.path.islink(path):
-            if exc.errno == errno.ENOENT:
-                return f"not found: {path}"
-            return f"cannot read {path}: {exc.strerror or exc}"
-        if exc.errno == errno.ELOOP:
-            return f"{path}: symbolic link loop"
-        try:
-            return f"{path}: broken link to {os.readlink(path)}"
-        except OSError:
-            return f"{path}: broken link"
-
-
-KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _not_a_file(path: Path, info: os.stat_result) -> str:
-    kind = next((name for test, name in KINDS if test(info.st_mode)), "not a regular file")
-    return f"{path} is {kind}, not a regular file"
-
-
-def _not_regular(path: Path) -> str | None:
-    """Why `path` is no regular file (links followed), or None when it is one."""
-    info = _stat(path)
-    if isinstance(info, str):
-        return info
-    return None if stat.S_ISREG(info.st_mode) else _not_a_file(path, info)
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """Open a file for reading only if it is a regular file: non-blocking (a FIFO swapped in
-    after `stat` does not hang) and checked again on the descriptor."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    handle = os.fdopen(os.open(path, flags), "rb")
-    info = os.fstat(handle.fileno())
-    if not stat.S_ISREG(info.st_mode):
-        handle.close()
-        raise InputError(_not_a_file(path, info))
-    return handle
+            yield path, None if stat.S_ISREG(entry.st_mode) else not_a_file(path, entry)
 
 
 def read_regular(path: Path, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
-    """A regular file's bytes, its size checked before reading (at most `max_bytes + 1` read);
-    an `InputError` naming the path otherwise."""
-    problem = _not_regular(path)
-    if problem:
-        raise InputError(problem)
-    try:
-        with _open_regular(path) as handle:
-            _check_file_size(path, os.fstat(handle.fileno()).st_size, max_bytes)
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    _check_file_size(path, len(data), max_bytes)  # it may have changed since fstat
-    return data
-
-
-def _check_file_size(path: Path, size: int, max_bytes: int) -> None:
-    if size == 0:
-        raise InputError(f"empty file: {path}")
-    try:
-        check_bytes(size, max_bytes)
-    except DecodeError as exc:
-        raise DecodeError(f"{path}: {exc}") from None
+    """`olives.io.read_regular` with the image byte cap."""
+    return io_read_regular(path, max_bytes)
 
 
 def _file(path: Path, clinical: Sequence[str], limits: ImageLimits) -> Iterator[Scan]:
@@ -332,7 +261,7 @@ def parquet_scans(path: Path, clinical: Sequence[str]) -> Iterator[Scan]:
 def _is_dicom(path: Path) -> bool:
     """The DICOM part-10 preamble: 128 bytes, then 'DICM'."""
     try:
-        with _open_regular(path) as handle:
+        with open_regular(path) as handle:
             return handle.read(132)[128:] == b"DICM"
     except (OSError, InputError):
         return False
@@ -365,7 +294,7 @@ def _read_dicom(path: Path, limits: ImageLimits) -> tuple[Any, np.ndarray, str |
     import pydicom
 
     try:
-        with _open_regular(path) as handle:
+        with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise InputError("empty file")

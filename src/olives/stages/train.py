@@ -5,6 +5,11 @@ Outputs: `train.model_dir/model.safetensors` (the `ModelBundle`) and `train.repo
 come first; MLflow gets copies, so a tracking failure loses nothing. With
 `train.nproc_per_node > 1` the stage relaunches itself under torchrun (DDP); under torchrun
 only rank 0 writes files and talks to MLflow.
+
+Provenance tags (`git_commit`, `split_md5`, `cache_md5`) come from this stage's own tree
+(`olives.tracking.provenance`), the experiment's copy in a queued run. A run resumed from a
+checkpoint continues the MLflow run the checkpoint names, so a killed training ends as one
+FINISHED run holding every epoch's metrics.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from olives.io import (
 from olives.models import ModelBundle, build_model
 from olives.reporting.figures import learning_curves
 from olives.runtime import Runtime, needs_launch, started, torchrun
-from olives.tracking.runs import Tracker, dvc_hash, git_commit
+from olives.tracking.provenance import dvc_hash, git_commit
+from olives.tracking.runs import Tracker
 from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
 from olives.training.loop import TrainResult, fit
@@ -98,12 +104,14 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
     size = (int(data["train"].images.shape[1]), int(data["train"].images.shape[2]))
     model = build_model(model_config(params), len(params.labels), len(params.clinical), size)
     model.init_head_bias(prevalence)
-    checkpoint = None
-    if cfg.resume:
-        key = fingerprint(select(params, PARAMS), data["train"].rows, data["val"].rows)
-        checkpoint = Checkpoint(Path(cfg.checkpoint_dir) / CHECKPOINT_FILE, key)
+    checkpoint = open_checkpoint(params, data)
     expected = expected_initial_loss(params.loss, prevalence) if cfg.check_initial_loss else None
-    with tracker.run(run_name=run_name(params), tags=run_tags(params)):
+    resume = (
+        tracker.resumable(checkpoint.saved_run_id()) if checkpoint and tracker.enabled else None
+    )
+    with tracker.run(run_name=run_name(params), run_id=resume, tags=run_tags(params)):
+        if checkpoint is not None:  # a killed run is continued by the next attempt
+            checkpoint = dataclasses.replace(checkpoint, run_id=tracker.run_id)
         tracker.log_params(flatten(params))
         result = fit(
             model,
@@ -119,6 +127,7 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
         )
         if not runtime.is_main:
             return {}
+        log_missing_epochs(tracker, result.state.history)
         model_path = save_model(params, result, data["train"])
         summary = write_record(params, result)
         mirror(tracker, params, model_path, data["val"])
@@ -131,6 +140,26 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
         summary["val_macro_f1"],
     )
     return summary
+
+
+def open_checkpoint(params: Params, data: dict[str, SplitData]) -> Checkpoint | None:
+    """This run's checkpoint (None with `train.resume: false`): keyed by the result params and
+    the rows, so another run's file is never resumed."""
+    if not params.train.resume:
+        return None
+    key = fingerprint(select(params, PARAMS), data["train"].rows, data["val"].rows)
+    return Checkpoint(Path(params.train.checkpoint_dir) / CHECKPOINT_FILE, key)
+
+
+def log_missing_epochs(tracker: Tracker, history: list[dict[str, Any]]) -> None:
+    """Every epoch's metrics in the run, also those of a resumed checkpoint that the killed
+    attempt had not logged (killed between checkpoint and log, or its run not continuable)."""
+    if not tracker.enabled:
+        return
+    logged = tracker.logged_steps("epoch")
+    for record in history:
+        if record["epoch"] not in logged:
+            tracker.log_metrics(record, step=record["epoch"])
 
 
 def model_config(params: Params) -> ModelConfig:

@@ -8,12 +8,20 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "provenance": [
+            "dvc_hash",
+            "git_commit",
+            "process_alive",
+            "process_tag",
+            "run_git",
+            "work_tree",
+        ],
         "runs": [
+            "PROCESS_TAG",
             "Tracker",
             "TrackingUnavailableError",
             "check_reachable",
-            "dvc_hash",
-            "git_commit",
+            "create_store",
             "project_root",
             "resolve_tracking_uri",
         ],

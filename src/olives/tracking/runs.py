@@ -1,19 +1,26 @@
 """MLflow: where runs go, checking the server is there, and logging that never loses work.
 
-Default store: `sqlite:///<project root>/mlflow.db` (MLflow 3 deprecated the `./mlruns` file
-store). The root is `DVC_ROOT` when set, because `dvc exp run --temp/--queue` runs stages in a
-throw-away copy under `.dvc/tmp/exps/` and a database there would vanish with it. The
-`MLFLOW_TRACKING_URI` environment variable, then `tracking.tracking_uri`, override the default.
+The store (`project_root`): `sqlite:///<root>/mlflow.db`, the root being `DVC_ROOT` when set,
+because `dvc exp run --temp/--queue` runs stages in a throw-away copy under `.dvc/tmp/exps/`
+and a database there would vanish with it: every experiment of a queue writes to that one store
+(created under a lock: two experiments starting at once would both migrate a new one).
+`MLFLOW_TRACKING_URI`, then `tracking.tracking_uri`, override it. What a run came from (commit,
+data hashes) is read from the stage's own tree instead (`olives.tracking.provenance`).
 
 Every stage writes its results to local files first (DVC outputs); MLflow gets copies. If the
 tracking server fails mid-run, the `Tracker` warns once and carries on, so nothing is lost.
+
+A run whose process dies without ending it (SIGKILL, out of memory) stays RUNNING. Runs are
+tagged with their process (`process_tag`); starting a run ends as KILLED the RUNNING runs of the
+experiment whose process on this machine is gone (FAILED stays MLflow's word for an exception).
+Live processes, other machines and untagged runs are left alone, so experiments running side by
+side never close each other's runs. `train` continues the run its checkpoint names instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -23,8 +30,12 @@ from typing import Any
 
 from olives.config import TrackingConfig
 from olives.errors import InputError
+from olives.tracking.provenance import process_alive, process_tag, run_git
 
 log = logging.getLogger(__name__)
+
+
+PROCESS_TAG = "olives.process"  # the process writing a run (`process_tag`)
 
 
 class TrackingUnavailableError(InputError, RuntimeError):
@@ -32,20 +43,13 @@ class TrackingUnavailableError(InputError, RuntimeError):
 
 
 def project_root() -> Path:
-    """`DVC_ROOT` (set by DVC, also in temp experiment copies), else the git top level."""
+    """Where the MLflow store lives: `DVC_ROOT` (set by DVC; in a queued or `--temp` experiment
+    it names the original repository, not the throw-away copy), else the git top level.
+    Shared by every experiment on purpose; never use it for provenance (see `work_tree`)."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
-    try:
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        return Path(top)
-    except (OSError, subprocess.SubprocessError):
-        return Path.cwd().resolve()
+    top = run_git(["rev-parse", "--show-toplevel"], Path.cwd())
+    return Path(top) if top else Path.cwd().resolve()
 
 
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
@@ -69,36 +73,36 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 "MLFLOW_TRACKING_URI elsewhere, or set tracking.enabled: false"
             ) from exc
     elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        create_store(uri)
 
 
-def git_commit() -> str | None:
+def create_store(uri: str, experiment: str | None = None) -> None:
+    """Create (or open) the SQLite store `uri`, and `experiment` in it, holding an exclusive
+    lock on its folder: MLflow builds a new store by a schema migration, and two processes
+    doing it (or creating one experiment) at once, as experiments of `dvc queue start -j 2` do,
+    fail ('Online migration expected to match one row', 'already exists')."""
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-            cwd=project_root(),
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        _open_store(uri, experiment)
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _open_store(uri, experiment)
+    finally:
+        os.close(handle)  # releases the lock
 
 
-def dvc_hash(path: str) -> str | None:
-    """The md5 DVC recorded for an output in dvc.lock (the cache the run trained on)."""
-    lock = project_root() / "dvc.lock"
-    if not lock.is_file():
-        return None
-    import yaml
+def _open_store(uri: str, experiment: str | None) -> None:
+    from mlflow import MlflowClient
 
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            if out.get("path") == path:
-                return out.get("md5")
-    return None
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)
+    if experiment and client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment)
 
 
 class Tracker:
@@ -122,20 +126,77 @@ class Tracker:
         run_id: str | None = None,
         tags: Mapping[str, Any] | None = None,
     ) -> Iterator[Tracker]:
-        """Start (or resume, with `run_id`) a run; end it even on errors."""
+        """Start (or continue, with `run_id`) a run tagged with this process; end it even on
+        errors. Runs of the experiment abandoned by a dead process are closed first."""
         if not self.enabled:
             yield self
             return
         import mlflow
 
+        if self.uri.startswith("sqlite:///"):
+            create_store(self.uri, self.cfg.experiment)
         mlflow.set_tracking_uri(self.uri)
         if run_id is None:
             mlflow.set_experiment(self.cfg.experiment)
+        self.close_abandoned(keep=run_id)
         with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
             self.run_id = active.info.run_id
-            if tags:
-                self.set_tags(tags)
+            self.set_tags({PROCESS_TAG: process_tag(), **(tags or {})})
             yield self
+
+    def resumable(self, run_id: str | None) -> str | None:
+        """`run_id` if that run can be continued (it is in this store and experiment, not
+        deleted), else None with a warning: a new run starts instead."""
+        if not (self.enabled and run_id):
+            return None
+        client = self.client()
+        try:  # not found, deleted, another experiment: start afresh, never fail
+            run = client.get_run(run_id)
+            found = client.get_experiment_by_name(self.cfg.experiment)
+            ours = found is not None and run.info.experiment_id == found.experiment_id
+            reason = "" if ours and run.info.lifecycle_stage == "active" else "deleted or moved"
+        except Exception as exc:
+            reason = str(exc)
+        if reason:
+            log.warning("cannot continue MLflow run %s (%s): starting a new run", run_id, reason)
+            return None
+        return run_id
+
+    def close_abandoned(self, keep: str | None = None) -> list[str]:
+        """End as KILLED the RUNNING runs of the experiment whose process is gone
+        (`process_alive`), except `keep`; the ids ended. A failure here only warns."""
+        if not self.enabled:
+            return []
+        closed: list[str] = []
+        try:
+            client = self.client()
+            experiment = client.get_experiment_by_name(self.cfg.experiment)
+            running = []
+            if experiment is not None:
+                running = client.search_runs(
+                    [experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+                )
+            for run in running:
+                owner = run.data.tags.get(PROCESS_TAG)
+                if run.info.run_id == keep or owner is None or process_alive(owner):
+                    continue
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+                log.warning(
+                    "MLflow run %s (%s) was left RUNNING by a process that is gone: ended KILLED",
+                    run.info.run_id,
+                    run.info.run_name,
+                )
+        except Exception as exc:  # cleaning up must never stop a run
+            log.warning("could not close abandoned MLflow runs (%s)", exc)
+        return closed
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which the active run has metric `key` (empty with tracking off)."""
+        if not self.run_id:
+            return set()
+        history = self._client_call("get_metric_history", self.run_id, key)
+        return {int(m.step) for m in history or ()}
 
     def tag(self, key: str) -> str | None:
         """A tag of the active run (None when tracking is off or the tag is absent)."""
@@ -167,9 +228,12 @@ class Tracker:
         self._call("set_tags", {k: str(v) for k, v in tags.items() if v is not None})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        # MLflow caps a param value at 6000 characters and rejects None.
-        clean = {k: str(v)[:6000] for k, v in params.items()}
-        self._call("log_params", clean)
+        """The params the run lacks: a continued run keeps its first values (MLflow refuses a
+        changed value, and a runtime knob may differ between attempts)."""
+        clean = {k: str(v)[:6000] for k, v in params.items()}  # MLflow's cap
+        run = self._client_call("get_run", self.run_id) if self.run_id else None
+        logged = run.data.params if run is not None else {}
+        self._call("log_params", {k: v for k, v in clean.items() if k not in logged})
 
     def log_metrics(
         self,
@@ -205,8 +269,8 @@ class Tracker:
 
     def promote(self, name: str, alias: str, version: Any, run_id: str) -> str:
         """Move `alias` to `version` when it beats the holder on validation (see README):
-        no holder yet, or a holder trained on the same split (tag `split_md5`) with a lower
-        best validation macro AUROC. Returns what happened, in words."""
+        no holder yet, or a holder trained on the same split (tag `split_md5`, both recorded)
+        with a lower best validation macro AUROC. Returns what happened, in words."""
         from mlflow.exceptions import MlflowException
 
         client = self.client()
@@ -219,8 +283,12 @@ class Tracker:
         ours = client.get_run(run_id).data
         if holder is not None:
             theirs = client.get_run(holder.run_id).data
-            if theirs.tags.get("split_md5") != ours.tags.get("split_md5"):
-                return f"@{alias} stays on version {holder.version}: trained on another split"
+            split = ours.tags.get("split_md5")
+            if split is None or theirs.tags.get("split_md5") != split:
+                return (
+                    f"@{alias} stays on version {holder.version}: trained on another split "
+                    "(or one not recorded)"
+                )
             key = "best_val_macro_auroc"
             if ours.metrics.get(key, -1.0) <= theirs.metrics.get(key, -1.0):
                 return f"@{alias} stays on version {holder.version}: its validation AUROC is higher"
