@@ -64,3 +64,33 @@ def test_compare_sorts_runs_by_metric(tmp_path):
         compare_runs(uri, "exp", metrics=["test_macro_aurco"])
     with pytest.raises(CompareError, match="did you mean 'test_macro_auroc'"):
         compare_runs(uri, "exp", metrics=["test_macro_auroc"], sort_by="test_macro_auroc_")
+
+
+def test_help_says_where_settings_live_and_what_predict_writes(capsys):
+    """`olives train --help` points to params.yaml and `dvc exp run -S`; `--out` is explained."""
+    from olives.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["train", "--help"], ["predict", "--help"], ["--help"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    text = capsys.readouterr().out
+    assert "params.yaml" in text and "dvc exp run -S" in text
+    assert "one row per scan" in text and "developer" not in text
+
+
+def test_request_writes_a_body_the_server_reads(tmp_path, capsys):
+    """`olives request` prints strict JSON with one base64 row per image; bad values stop it."""
+    import base64
+    import json
+
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    assert main(["request", str(image), str(image), "--bcva", "71"]) == 0
+    body = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    split = body["dataframe_split"]
+    assert split["columns"] == ["image", "BCVA", "CST"]
+    assert [row[1:] for row in split["data"]] == [[71.0, None]] * 2
+    assert base64.b64decode(split["data"][0][0]) == image.read_bytes()
+    assert main(["request", str(image), "--cst", "-500"]) == 1
+    assert main(["request", str(tmp_path / "missing.png")]) == 1

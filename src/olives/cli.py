@@ -43,15 +43,28 @@ TOOLS = {
     "compare": "table of the experiment's MLflow runs: params vs metrics",
     "request": "print the JSON body of a request to the served model (curl -d @request.json)",
 }
+STAGE_NOTE = (
+    ". Its settings are read from params.yaml (--params); for an experiment use "
+    "`dvc exp run -S <key>=<value>`, which also records the result."
+)
 WITHOUT_PARAMS = ("score", "predict", "request")  # tools that read no params.yaml
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olives", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="olives",
+        description="Retinal-biomarker detection on OLIVES OCT B-scans: the DVC stages "
+        "(`dvc repro` runs them in order) and the tools to apply, serve and compare models.",
+        epilog="Stage settings live in params.yaml; change them for one experiment with "
+        "`dvc exp run -S train.epochs=3`. See README.md.",
+    )
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    parsers = {name: sub.add_parser(name, help=text) for name, text in {**STAGES, **TOOLS}.items()}
+    parsers = {
+        name: sub.add_parser(name, help=text, description=text + STAGE_NOTE * (name in STAGES))
+        for name, text in {**STAGES, **TOOLS}.items()
+    }
     ablate = parsers["ablate"]
     ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
     ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
@@ -69,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file or folder, or an MLflow URI (models:/NAME/VERSION, models:/NAME@ALIAS, "
         "runs:/ID/model); default: models/",
     )
-    predict.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    predict.add_argument(
+        "--out",
+        type=Path,
+        default=Path("predictions.csv"),
+        help="CSV with one row per scan: ids, probabilities, decisions, warning, error "
+        "(default: predictions.csv)",
+    )
     predict.add_argument(
         "--by",
         choices=["scan", "volume", "eye", "visit"],
