@@ -46,8 +46,8 @@ def test_cells_start_from_the_right_encoder_and_are_never_registered():
         assert cell.tracking.experiment == "olives-biomarkers-paper"
     assert contrastive.train.model_dir != imagenet.train.model_dir
     # MLflow run names tell the cells apart
-    assert run_name(contrastive) == "tf_efficientnet_lite0-contrastive-image-focal-linear-e10-s2"
-    assert run_name(imagenet) == "tf_efficientnet_lite0-image-focal-e10-s2"
+    assert run_name(contrastive) == "e10-s2/image-focal-linear/tf_efficientnet_lite0-contrastive"
+    assert run_name(imagenet) == "e10-s2/image-focal/tf_efficientnet_lite0"
 
 
 def test_imagenet_cells_refuse_a_start_without_pretrained_weights():

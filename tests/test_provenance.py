@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from olives.config import Params, TrackingConfig, from_dict
-from olives.stages import evaluate
+from olives.stages import track
 from olives.tracking.provenance import dvc_hash, git_commit, work_tree
 from olives.tracking.runs import Tracker, resolve_tracking_uri
 from test_pipeline import REPO, TINY, merge
@@ -144,9 +144,9 @@ def test_evaluation_on_another_split_never_promotes(tmp_path, monkeypatch, caplo
     tree = git_repo(tmp_path / "tree", b"split now", md5(b"split now"))
     monkeypatch.chdir(tree)
     params = from_dict(Params, {"split": {"out_dir": "data/split"}})
-    assert evaluate.same_split(params, md5(b"split now"))
-    assert not evaluate.same_split(params, md5(b"split at training time"))
-    assert not evaluate.same_split(params, None)
+    assert track.same_split(params, md5(b"split now"))
+    assert not track.same_split(params, md5(b"split at training time"))
+    assert not track.same_split(params, None)
     assert "the champion stays" in caplog.text
 
 
@@ -227,7 +227,7 @@ def test_queued_experiments_tag_their_own_split(queued_project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])  # the Tracker's store
     for name, fraction in FRACTIONS.items():
         change = f"split.val_fraction={fraction}"
-        dvc(project, env, "exp", "run", "--queue", "-n", name, "-S", change, "evaluate")
+        dvc(project, env, "exp", "run", "--queue", "-n", name, "-S", change, "track")
     subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", "2"],
         cwd=project,
@@ -257,7 +257,7 @@ def test_queued_experiments_tag_their_own_split(queued_project, monkeypatch):
         assert run.data.tags["split_md5"] == lock[SPLIT_INDEX]
         assert run.data.tags["cache_md5"] == lock["data/cache"]
         assert run.data.tags["git_commit"] == git(project, "rev-parse", "HEAD")
-        assert "test_macro_auroc" in run.data.metrics  # evaluate found its own run
+        assert "test_macro_auroc" in run.data.metrics  # track found its own run
 
     # The champion: the first evaluated version; the other, on another split, never takes it.
     holder = client.get_model_version_by_alias(NAME, "champion")

@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import write_tiny_cache
 from olives.cli import main
 from olives.config import Params, from_dict
-from olives.stages import evaluate, train
+from olives.io import file_sha256
+from olives.stages import evaluate, track, train
 from test_training import LABELS, _relative_params, free_port
 
 NAME = "olives-biomarkers"
@@ -38,6 +39,7 @@ def registered(tmp_path_factory) -> tuple[Path, str]:
         params = from_dict(Params, {**_relative_params(), "evaluate": {"bootstrap": 20}})
         train.run(params)
         evaluate.run(params)
+        track.run(params)
     finally:
         os.chdir(cwd)
         if env is None:
@@ -47,7 +49,7 @@ def registered(tmp_path_factory) -> tuple[Path, str]:
     return root, uri
 
 
-def test_evaluate_tags_the_version_and_names_it_champion(registered):
+def test_track_tags_the_version_and_names_it_champion(registered):
     from mlflow import MlflowClient
 
     _, uri = registered
@@ -110,6 +112,11 @@ def test_served_model_answers_http_like_olives_predict(registered, tmp_path, cap
         )
         assert served[f"{name}_pred"].item() == local[f"{name}_pred"].item()
     assert served["BCVA_imputed"].item() == 1 == local["BCVA_imputed"].item()
+    # One model identity: the served answer names the version and the file's SHA-256.
+    root, _ = registered
+    sha = file_sha256(root / "models/model.safetensors")
+    assert served["model_version"].item() == f"{NAME}/1"
+    assert served["model_sha256"].item() == sha
 
 
 def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:

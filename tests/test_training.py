@@ -325,9 +325,13 @@ def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
         OlivesModel,  # imports mlflow: here, not at the top (GPU image)
     )
 
-    monkeypatch.setattr(train_stage, "log_serving_model", refuse)
+    from olives.stages import track
+
+    monkeypatch.setattr(track, "log_model", refuse)
     monkeypatch.setattr(OlivesModel, "__init__", refuse)
-    train_stage.run(from_dict(Params, {**_relative_params(), "tracking": {"enabled": False}}))
+    params = from_dict(Params, {**_relative_params(), "tracking": {"enabled": False}})
+    train_stage.run(params)
+    assert track.run(params) == {}
     assert (tiny / "models/model.safetensors").is_file()
 
 

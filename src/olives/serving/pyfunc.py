@@ -4,9 +4,12 @@ Input, one row per B-scan: `image` (the encoded PNG/TIFF/JPEG file as base64 tex
 also work from Python) and optionally the raw clinical values the model was trained with
 (`BCVA`, `CST`: ETDRS letters, µm), missing ones imputed and flagged as in training. Output,
 one row per input row: per biomarker the calibrated probability `<L>_prob` and the decision
-`<L>_pred` (0/1) at the tuned threshold, the imputation flags `<C>_imputed`, `error` and
-`warning`. The model file travels as the MLflow model's artifact and is run by the same
-`Predictor` as `olives predict`, so served and local predictions are the same numbers.
+`<L>_pred` (0/1) at the tuned threshold, the imputation flags `<C>_imputed`, `error`,
+`warning`, and which model answered: `model_version` (`olives-biomarkers/3`, looked up in the
+registry when the server starts; null when it cannot be) and `model_sha256` (the model file's
+SHA-256, what `olives predict` and the report print too). The model file travels as the
+MLflow model's artifact and is run by the same `Predictor` as `olives predict`, so served and
+local predictions are the same numbers.
 
     mlflow models serve -m models:/olives-biomarkers@champion --env-manager local -p 5001
     curl -X POST localhost:5001/invocations -H 'Content-Type: application/json' -d \
@@ -63,13 +66,16 @@ import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
+from olives.config import TrackingConfig
 from olives.data.decode import DEFAULT_LIMITS
 from olives.errors import InputError
-from olives.io import inside
+from olives.io import file_sha256, inside
 from olives.models import ModelBundle
 from olives.runtime import Runtime
 from olives.serving.predictor import Predictor
 from olives.serving.scans import Scan, clinical_values, read_regular
+from olives.tracking.registry import ModelIdentity, identify
+from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,8 @@ ARTIFACT = "bundle"
 ROOT_ENV = "OLIVES_SERVE_ROOT"
 DECODE_THREADS = 2  # decoding threads of the one request predicted at a time
 PREDICTING = threading.Lock()  # MLflow runs requests in threads: one decodes at a time
+REGISTERED = "registered_model"  # model_config key: the registered name (set by `track`)
+IDENTITY = ("model_version", "model_sha256")  # answer columns naming the model
 INTERNAL_ERROR = "internal error while predicting this row"
 NO_FILES = "reading server files is disabled; send the image as base64 in 'image'"
 SHOWN = 80  # characters of a client's value repeated in a message
@@ -95,11 +103,17 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
         path = Path(context.artifacts[ARTIFACT])
         bundle = ModelBundle.load(path, runtime.device)
         predictor = Predictor(bundle, runtime, model_id=path.name, decode_threads=DECODE_THREADS)
-        self.setup(predictor, serve_root())
+        name = (getattr(context, "model_config", None) or {}).get(REGISTERED)
+        self.setup(predictor, serve_root(), served_identity(file_sha256(path), name))
 
-    def setup(self, predictor: Predictor, root: Path | None) -> None:
-        """Ready to predict: the predictor and the folder `path` rows may read (None: none)."""
+    def setup(
+        self, predictor: Predictor, root: Path | None, identity: ModelIdentity | None = None
+    ) -> None:
+        """Ready to predict: the predictor, the folder `path` rows may read (None: none) and
+        the identity every answer carries."""
         self.predictor, self.root = predictor, root
+        self.identity = identity or ModelIdentity("")
+        log.info("serving %s", self.identity.words())
         if root is not None:
             log.warning("%s is set: requests may read files under %s", ROOT_ENV, root)
 
@@ -108,18 +122,19 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
             return self.answer(model_input)
         except Exception:  # never a traceback to the client: log it here instead
             log.exception("predict failed")
-            return _failed(self.predictor.bundle, _request_size(model_input), INTERNAL_ERROR)
+            failed = _failed(self.predictor.bundle, _request_size(model_input), INTERNAL_ERROR)
+            return self.named(failed)
 
     def answer(self, model_input: Any) -> pd.DataFrame:
         bundle = self.predictor.bundle
         try:
             frame = table_of(model_input)
         except RowError as exc:
-            return _failed(bundle, 1, str(exc))
+            return self.named(_failed(bundle, 1, str(exc)))
         try:
             check_columns(frame.columns, _expected_columns(bundle.clinical))
         except RowError as exc:
-            return _failed(bundle, len(frame), str(exc))
+            return self.named(_failed(bundle, len(frame), str(exc)))
         cap = DEFAULT_LIMITS.max_bytes
         scans = [
             row_scan(i, row, bundle.clinical, self.root, cap)
@@ -127,7 +142,21 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
         ]
         with PREDICTING:
             table = self.predictor.predict(scans)
-        return _served(table, bundle)
+        return self.named(_served(table, bundle))
+
+    def named(self, answer: pd.DataFrame) -> pd.DataFrame:
+        """The answer with the model's identity on every row."""
+        answer["model_version"] = self.identity.registered
+        answer["model_sha256"] = self.identity.sha256 or None
+        return answer
+
+
+def served_identity(sha256: str, name: str | None) -> ModelIdentity:
+    """The registered version of the served file, from the store `MLFLOW_TRACKING_URI` names
+    (the one `mlflow models serve -m models:/...` read it from); bare when unknown."""
+    if not (name and os.environ.get("MLFLOW_TRACKING_URI")):
+        return ModelIdentity(sha256)
+    return identify(Tracker(TrackingConfig(registered_model=name)), sha256)
 
 
 def serve_root() -> Path | None:
@@ -357,6 +386,7 @@ def signature(bundle: ModelBundle) -> ModelSignature:
     outputs += [ColSpec("long", f"{name}_imputed", required=False) for name in bundle.clinical]
     outputs += [ColSpec("string", "error", required=False)]
     outputs += [ColSpec("string", "warning", required=False)]
+    outputs += [ColSpec("string", name, required=False) for name in IDENTITY]
     return ModelSignature(inputs=None, outputs=Schema(outputs))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from olives.config import Params, TrainConfig, select
 from olives.io import PaperFiles
-from olives.stages import evaluate, train
+from olives.stages import evaluate, track, train
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def run(params: Params, fusion: str, loss: str, seed: int) -> dict[str, Any]:
     cell = cell_params(params, fusion, loss, seed)
     train.run(cell)
     metrics = evaluate.run(cell)
+    track.run(cell)  # test metrics on the cell's MLflow run (no registered model)
     log.info(
         "%s: test macro AUROC %s", cell_name(fusion, loss, seed), metrics["macro"].get("auroc")
     )

@@ -5,9 +5,8 @@ scan and biomarker: truth, probability `<L>_prob`, decision at the tuned thresho
 `vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout),
 `metrics.json` (every metric with its interval), `summary.json` (the headline numbers DVC
 shows), `plots/` (DVC plots) and `figures/`.
-The metrics and figures are also logged to the MLflow run that trained the model; its registered
-version takes the champion alias by `Tracker.promote`, and only when the split tested here (this
-tree's) is the one the model was trained on.
+MLflow gets them from the `track` stage (`olives.stages.track`), which runs after every
+`dvc repro`, also when DVC skips or restores this stage.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import pandas as pd
 
 from olives.config import Params
 from olives.data.loader import BatchSource, SplitData, load_splits
-from olives.data.prepare import INDEX as SPLIT_INDEX
 from olives.errors import InputError
 from olives.evaluation.calibration import calibration_table
 from olives.evaluation.intervals import evaluate_predictions
@@ -32,8 +30,6 @@ from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.inference import predict_logits
 from olives.reporting import figures
 from olives.runtime import Runtime
-from olives.tracking.provenance import dvc_hash
-from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +85,6 @@ def run(params: Params) -> dict[str, Any]:
     write_curves(files, test.labels, probs, bundle.labels)
     write_json(files.metrics, metrics)
     write_json(files.summary, summary(metrics))
-    mirror(params, metrics, files)
     log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items() if v))
     return metrics
 
@@ -99,6 +94,7 @@ def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
     return {
         "data_source": recorded_source(params.data.report),
         "split": "test",
+        "model_sha256": file_sha256(Path(params.train.model_dir) / MODEL_FILE),
         "backbone": bundle.model.cfg.backbone,
         "fusion": bundle.model.cfg.fusion,
         "loss": bundle.params.get("loss.name"),
@@ -169,78 +165,3 @@ def write_curves(
         diagonal=True,
         marker="o",
     )
-
-
-def mirror(params: Params, metrics: dict[str, Any], files: EvaluateFiles) -> None:
-    """Test metrics and figures go to the MLflow run that trained this model file."""
-    tracker = Tracker(params.tracking)
-    model_file = Path(params.train.model_dir) / MODEL_FILE
-    run_id = tracker.find_run("model_sha256", file_sha256(model_file))
-    if run_id is None:
-        if tracker.enabled:
-            log.warning(
-                "no MLflow run trained %s: test metrics are in %s only", model_file, files.root
-            )
-        return
-    test = {f"test_{k}": v for k, v in flat_metrics(metrics).items()}
-    with tracker.run(run_id=run_id) as active:
-        model_id = active.tag("model_id")
-        trained_on = active.tag("split_md5")
-        tracker.log_metrics(test)
-        if model_id:
-            tracker.log_metrics(test, model_id=model_id)
-        for path in (files.metrics, files.predictions, files.vip_submission):
-            tracker.log_artifact(path, "evaluate")
-        for kind in ("roc", "pr", "reliability"):
-            tracker.log_artifact(files.figure(kind), "evaluate")
-    register(tracker, params, run_id, test, trained_on)
-
-
-def same_split(params: Params, trained_on: str | None) -> bool:
-    """Whether this tree's split (its own dvc.lock / index file, the one just tested on) is
-    the split the model's run was trained on: test metrics of another split never move the
-    champion."""
-    tested_on = dvc_hash(f"{params.split.out_dir}/{SPLIT_INDEX}")
-    if trained_on is not None and trained_on == tested_on:
-        return True
-    log.warning(
-        "the model was trained on split %s but evaluated on split %s: the champion stays",
-        trained_on,
-        tested_on,
-    )
-    return False
-
-
-def register(
-    tracker: Tracker, params: Params, run_id: str, test: dict[str, float], trained_on: str | None
-) -> None:
-    """Test metrics as tags of the run's registered model version; the champion alias (by
-    `Tracker.promote`) when the model was trained on the split `trained_on` tested here."""
-    name = params.tracking.registered_model
-    versions = tracker.versions_of_run(name, run_id) if name else []
-    if not versions:
-        return
-    alias = params.tracking.champion_alias
-    promote = bool(alias) and same_split(params, trained_on)
-    headline = {k: test.get(k) for k in ("test_macro_auroc", "test_macro_f1", "test_vip_phase1")}
-    for version in versions:
-        tracker.tag_version(name, version.version, headline)
-        if promote:
-            log.info("%s: %s", name, tracker.promote(name, alias, version, run_id))
-
-
-def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Point estimates only: `macro_auroc`, `B1_f1`, `vip_phase1`, ..."""
-    flat: dict[str, float] = {}
-    for avg in ("macro", "micro"):
-        for key, value in metrics[avg].items():
-            if isinstance(value, float):
-                flat[f"{avg}_{key}"] = value
-    for name, entry in metrics["per_label"].items():
-        for key, value in entry.items():
-            if isinstance(value, float) and key != "threshold":
-                flat[f"{name}_{key}"] = value
-    for score in ("vip_phase1", "vip_phase2"):
-        if isinstance(metrics.get(score), float):
-            flat[score] = metrics[score]
-    return flat

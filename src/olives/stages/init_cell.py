@@ -16,7 +16,7 @@ from typing import Any
 
 from olives.config import ConfigError, Params, select
 from olives.io import PaperFiles
-from olives.stages import evaluate, train
+from olives.stages import evaluate, track, train
 from olives.stages.ablate import cell_folders
 from olives.stages.init_pretrain import pretrain_params
 
@@ -75,5 +75,6 @@ def run(params: Params, init: str, mode: str, seed: int) -> dict[str, Any]:
     cell = cell_params(params, init, mode, seed)
     train.run(cell)
     metrics = evaluate.run(cell)
+    track.run(cell)  # test metrics on the cell's MLflow run (no registered model)
     log.info("%s: test macro AUROC %s", cell_name(init, mode, seed), metrics["macro"].get("auroc"))
     return metrics

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -75,7 +74,6 @@ PARAMS = (
     "train.augment",
 )
 HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the log, not DVC
-MODEL_TAGS = ("data_source", "backbone", "fusion", "loss", "git_commit")  # on the model version
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -130,7 +128,7 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
         log_missing_epochs(tracker, result.state.history)
         model_path = save_model(params, result, data["train"])
         summary = write_record(params, result)
-        mirror(tracker, params, model_path, data["val"])
+        mirror(tracker, params, model_path)
     if checkpoint is not None:
         checkpoint.remove()
     log.info(
@@ -176,17 +174,17 @@ def model_config(params: Params) -> ModelConfig:
 
 
 def run_name(params: Params) -> str:
-    """`<dvc experiment>/<backbone>[-contrastive]-<fusion>-<loss>[-linear]-e<epochs>-s<seed>`:
-    distinct per setting (`-contrastive`: from the pretrain stage's encoder; `-linear`: frozen
-    backbone)."""
-    start = "-contrastive" if params.model.pretrained == "pretrain" else ""
+    """`e<epochs>-s<seed>/<fusion>-<loss>[-linear]/<backbone>[-contrastive][/<dvc experiment>]`:
+    what usually differs between runs first, so a truncated runs list still tells them apart
+    (`-linear`: frozen backbone; `-contrastive`: from the pretrain stage's encoder)."""
     linear = "-linear" if params.train.freeze_backbone else ""
+    start = "-contrastive" if params.model.pretrained == "pretrain" else ""
     name = (
-        f"{params.model.backbone}{start}-{params.model.fusion}-{params.loss.name}{linear}"
-        f"-e{params.train.epochs}-s{params.seed}"
+        f"e{params.train.epochs}-s{params.seed}/{params.model.fusion}-{params.loss.name}{linear}"
+        f"/{params.model.backbone}{start}"
     )
     experiment = os.environ.get("DVC_EXP_NAME")
-    return f"{experiment}/{name}" if experiment else name
+    return f"{name}/{experiment}" if experiment else name
 
 
 def run_tags(params: Params) -> dict[str, Any]:
@@ -244,8 +242,9 @@ def write_record(params: Params, result: TrainResult) -> dict[str, Any]:
     return metrics
 
 
-def mirror(tracker: Tracker, params: Params, model_path: Path, val: SplitData) -> None:
-    """Copies for MLflow (main process, tracking on): record, split summary, the model."""
+def mirror(tracker: Tracker, params: Params, model_path: Path) -> None:
+    """Copies for MLflow (main process, tracking on): the record and the split summary. The
+    model itself is logged and registered by the `track` stage (`olives.stages.track`)."""
     if not tracker.enabled:
         return
     files = TrainFiles(Path(params.train.report_dir))
@@ -257,48 +256,8 @@ def mirror(tracker: Tracker, params: Params, model_path: Path, val: SplitData) -
     tracker.log_artifact(files.learning_curves, "train")
     tracker.log_artifact(Path(params.split.out_dir) / SUMMARY, "data")
     tracker.log_artifact(Path(params.data.report), "data")
-    if params.tracking.log_model:
-        log_serving_model(tracker, params, model_path, val, best)
 
 
 def summary_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """The training record under MLflow names: best_epoch, epochs_run, best_val_*."""
     return {k if k in ("best_epoch", "epochs_run") else f"best_{k}": v for k, v in record.items()}
-
-
-def log_serving_model(
-    tracker: Tracker, params: Params, model_path: Path, val: SplitData, best: dict[str, Any]
-) -> None:
-    """The pyfunc model (`olives.serving.pyfunc`): the saved model file as its artifact, linked to
-    the best epoch's metrics, registered as `tracking.registered_model` with tags."""
-    from olives.serving import pyfunc
-
-    bundle = ModelBundle.load(model_path, "cpu")
-    info = tracker.log_pyfunc(
-        name="model",
-        python_model=str(Path(pyfunc.__file__).with_name("mlflow_model.py")),
-        artifacts={pyfunc.ARTIFACT: str(model_path)},
-        signature=pyfunc.signature(bundle),
-        input_example=pyfunc.example(png(val), bundle),
-        registered_model_name=params.tracking.registered_model,
-        step=max(bundle.best_epoch, 0),
-    )
-    if info is None:
-        return
-    tracker.set_tags({"model_id": info.model_id})
-    tracker.log_metrics(best, model_id=info.model_id)
-    version = info.registered_model_version
-    if version is not None and params.tracking.registered_model:
-        tags = {k: v for k, v in run_tags(params).items() if k in MODEL_TAGS}
-        tracker.tag_version(params.tracking.registered_model, str(version), tags)
-
-
-def png(data: SplitData) -> bytes:
-    """The split's first scan as PNG bytes (the MLflow input example)."""
-    from io import BytesIO
-
-    from PIL import Image
-
-    buffer = BytesIO()
-    Image.fromarray(np.asarray(data.images[data.rows[0]])).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 PROCESS_TAG = "olives.process"  # the process writing a run (`process_tag`)
+# MLflow 3's UI opens an experiment of unknown kind on its GenAI overview; this kind opens the
+# runs table (a model-training experiment).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class TrackingUnavailableError(InputError, RuntimeError):
@@ -137,7 +140,9 @@ class Tracker:
             create_store(self.uri, self.cfg.experiment)
         mlflow.set_tracking_uri(self.uri)
         if run_id is None:
-            mlflow.set_experiment(self.cfg.experiment)
+            experiment = mlflow.set_experiment(self.cfg.experiment)
+            if KIND_TAG not in experiment.tags:  # the UI then opens on the runs table
+                mlflow.set_experiment_tag(KIND_TAG, KIND)
         self.close_abandoned(keep=run_id)
         with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
             self.run_id = active.info.run_id
@@ -200,10 +205,7 @@ class Tracker:
 
     def tag(self, key: str) -> str | None:
         """A tag of the active run (None when tracking is off or the tag is absent)."""
-        if not (self.enabled and self.run_id):
-            return None
-        run = self._client_call("get_run", self.run_id)
-        return run.data.tags.get(key) if run is not None else None
+        return self.run_tag(self.run_id, key) if self.enabled and self.run_id else None
 
     def find_run(self, tag: str, value: str) -> str | None:
         """The newest run of the experiment whose `tag` equals `value` (None if none)."""
@@ -223,6 +225,23 @@ class Tracker:
             output_format="list",
         )
         return runs[0].info.run_id if runs else None
+
+    def run_tag(self, run_id: str, key: str) -> str | None:
+        """A tag of run `run_id`, active or not (None: absent, or tracking off)."""
+        run = self._client_call("get_run", run_id)
+        return run.data.tags.get(key) if run is not None else None
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of run `run_id` (empty with tracking off)."""
+        run = self._client_call("get_run", run_id)
+        return dict(run.data.metrics) if run is not None else {}
+
+    def register(self, source: str, name: str) -> Any:
+        """Register the logged model `source` (`models:/<model id>`) as a version of `name`."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        return self._guard(lambda: mlflow.register_model(source, name))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._call("set_tags", {k: str(v) for k, v in tags.items() if v is not None})

@@ -1,0 +1,174 @@
+"""MLflow mirrors what DVC holds (the `track` stage), the model's identity, `olives promote`.
+
+DVC may skip `evaluate` (a fresh clone retrains the same model hash) or restore `train` from its
+run cache without running it; `track` runs after every `dvc repro` and must then leave the store
+as if every stage had run, and change nothing when run again."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import write_tiny_cache
+from olives.cli import main
+from olives.config import Params, from_dict
+from olives.errors import InputError
+from olives.io import file_sha256
+from olives.stages import evaluate, track, train
+from olives.tracking.registry import identify, promote_file
+from olives.tracking.runs import KIND, KIND_TAG, Tracker
+from test_training import _relative_params
+
+NAME = "olives-biomarkers"
+
+
+@pytest.fixture(scope="module")
+def trained_untracked(tmp_path_factory) -> Path:
+    """A tiny project trained and evaluated with tracking OFF: the state DVC leaves when it
+    restores `train` and skips `evaluate` (nothing reached MLflow)."""
+    root = write_tiny_cache(tmp_path_factory.mktemp("track"))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = params_for(root, enabled=False)
+        train.run(params)
+        evaluate.run(params)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def params_for(root: Path, enabled: bool = True) -> Params:
+    raw = {**_relative_params(), "evaluate": {"bootstrap": 10}}
+    raw["tracking"] = {"enabled": enabled, "tracking_uri": f"sqlite:///{root}/store/mlflow.db"}
+    return from_dict(Params, raw)
+
+
+@pytest.fixture()
+def project(trained_untracked, tmp_path, monkeypatch) -> tuple[Path, Params]:
+    """A copy of the untracked project with an empty store of its own."""
+    root = tmp_path / "p"
+    shutil.copytree(trained_untracked, root)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root, params_for(root)
+
+
+def store_state(params: Params) -> dict:
+    """Everything `track` may write: runs, metric histories, versions, alias, tags."""
+    client = Tracker(params.tracking).client()
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    history = {
+        (r.info.run_id, key): len(client.get_metric_history(r.info.run_id, key))
+        for r in runs
+        for key in r.data.metrics
+    }
+    versions = client.search_model_versions(f"name='{NAME}'")
+    return {
+        "runs": sorted(r.info.run_id for r in runs),
+        "history": history,
+        "versions": sorted((v.version, tuple(sorted(v.tags.items()))) for v in versions),
+        "champion": client.get_model_version_by_alias(NAME, "champion").version,
+        "kind": experiment.tags.get(KIND_TAG),
+    }
+
+
+def test_track_records_a_restored_train_and_a_skipped_evaluate(project):
+    root, params = project
+    result = track.run(params)
+    client = Tracker(params.tracking).client()
+    run = client.get_run(result["run_id"])
+    sha = file_sha256(root / "models/model.safetensors")
+    assert run.data.tags["model_sha256"] == sha
+    assert run.data.tags[track.RECORDED_TAG] == "dvc-outputs"
+    assert "test_macro_auroc" in run.data.metrics and "best_val_macro_auroc" in run.data.metrics
+    assert run.data.params["train.epochs"] == "1"
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert version.run_id == run.info.run_id and version.tags["model_sha256"] == sha
+    assert float(version.tags["test_macro_auroc"]) == run.data.metrics["test_macro_auroc"]
+    assert result == {"run_id": run.info.run_id, "version": "1", "champion": "1"}
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    assert experiment.tags[KIND_TAG] == KIND  # the UI opens on the runs table
+
+
+def test_track_twice_changes_nothing(project):
+    _, params = project
+    track.run(params)
+    before = store_state(params)
+    track.run(params)
+    assert store_state(params) == before
+
+
+def test_track_completes_the_run_train_logged(project):
+    """Train ran with tracking on (a fresh clone), evaluate was skipped: the same run gets the
+    test metrics and the model; no second run."""
+    root, params = project
+    train.run(params)  # the same data and seed: a new run for a (maybe new) model file
+    client = Tracker(params.tracking).client()
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    (trained,) = client.search_runs([experiment.experiment_id])
+    assert "test_macro_auroc" not in trained.data.metrics
+    evaluate.run(params)
+    track.run(params)
+    (after,) = client.search_runs([experiment.experiment_id])
+    assert after.info.run_id == trained.info.run_id
+    assert "test_macro_auroc" in after.data.metrics and "model_id" in after.data.tags
+    assert track.RECORDED_TAG not in after.data.tags
+
+
+def test_test_metrics_of_another_model_are_not_recorded(project, caplog):
+    root, params = project
+    metrics = root / "reports/metrics.json"
+    metrics.write_text(metrics.read_text().replace('"model_sha256": "', '"model_sha256": "x'))
+    with caplog.at_level(logging.WARNING):
+        result = track.run(params)
+    run = Tracker(params.tracking).client().get_run(result["run_id"])
+    assert "test_macro_auroc" not in run.data.metrics
+    assert "computed for another model file" in caplog.text
+
+
+def test_identity_and_promote(project, capsys):
+    root, params = project
+    tracker = Tracker(params.tracking)
+    sha = file_sha256(root / "models/model.safetensors")
+    assert identify(tracker, sha).version is None  # no store yet: nothing is created
+    assert not (root / "store/mlflow.db").exists()
+    track.run(params)
+    first = identify(tracker, sha)
+    assert (first.registered, first.is_champion) == (f"{NAME}/1", True)
+    assert "version 1, @champion" in first.words()
+
+    other = dataclasses.replace(params, seed=5)  # a second model file, registered, not champion
+    train.run(other)
+    evaluate.run(other)
+    other_sha = file_sha256(root / "models/model.safetensors")
+    with pytest.MonkeyPatch.context() as patch:  # a lower validation AUROC: the champion stays
+        patch.setattr(Tracker, "promote", lambda *a: "stays")
+        track.run(other)
+    second = identify(tracker, other_sha)
+    assert second.version == "2" and not second.is_champion
+    assert "not the champion: @champion is version 1" in second.words()
+
+    assert main(["--params", str(write_params(root, other)), "promote"]) == 0
+    assert identify(tracker, other_sha).is_champion
+    assert promote_file(tracker, other_sha, "1") == f"@champion: version 2 -> version 1 of {NAME}"
+    with pytest.raises(InputError, match="no version '9'"):
+        promote_file(tracker, other_sha, "9")
+    with pytest.raises(InputError, match="is not a version"):
+        promote_file(tracker, "0" * 64)
+
+
+def write_params(root: Path, params: Params) -> Path:
+    import yaml
+
+    from olives.config import to_dict
+
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(to_dict(params)))
+    return path
