@@ -42,29 +42,37 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Path, dict]:
+    """`dvc repro` of the tiny preset in a committed git + DVC copy, its MLflow store where
+    the README's commands expect it (`<repo>/mlflow.db`): the newcomer's state after `make
+    repro`."""
+    project = tmp_path_factory.mktemp("pipeline") / "project"
+    project.mkdir()
     for name in ("dvc.yaml", "src"):
         src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
-
-
-def test_dvc_repro_runs_every_stage(project: Path):
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=project, env=env, check=True)
-    result = subprocess.run([*dvc, "repro"], cwd=project, env=env, capture_output=True, text=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / ".gitignore").write_text("__pycache__/\nmlflow.db\nmlartifacts/\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env |= {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=project, env=env, check=True)
+    subprocess.run([*DVC, "init", "-q"], cwd=project, env=env, check=True)
+    result = subprocess.run([*DVC, "repro"], cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "repro"], cwd=project, env=env, check=True)
+    return project, env
 
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def test_dvc_repro_runs_every_stage(reproduced):
+    project, env = reproduced
     raw = json.loads((project / "data/raw_report.json").read_text())
     assert raw["source"] == "synthetic" and set(raw["splits"]) == {"train", "test"}
     splits = json.loads((project / "data/split/splits.json").read_text())
@@ -92,6 +100,64 @@ def test_dvc_repro_runs_every_stage(project: Path):
     np.testing.assert_allclose(again.loc[evaluated.index, probs], evaluated[probs], atol=2e-6)
 
     status = subprocess.run(
-        [*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True
+        [*DVC, "status"], cwd=project, env=env, capture_output=True, text=True, check=True
     )
-    assert "up to date" in status.stdout.lower()  # dvc.lock covers every stage
+    assert status.stdout.split() == ["track:", "always", "changed"]  # the lock covers the rest
+
+
+def readme_blocks() -> list[str]:
+    """The README's shell blocks marked as tested, in order."""
+    text = (REPO / "README.md").read_text()
+    marker = "<!-- tested: tests/test_pipeline.py runs this block -->\n```bash\n"
+    return [part.split("```", 1)[0] for part in text.split(marker)[1:]]
+
+
+def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
+    """`script` as a user types it, in `project`; background jobs are stopped at the end."""
+    wrapped = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + script
+    result = subprocess.run(
+        ["bash", "-c", wrapped],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"{script}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_readme_day_two_commands_work_as_written(reproduced, tmp_path):
+    """Compare, serve the champion with the README's request, predict the same scan, run an
+    experiment and go back: one model identity throughout (issue 20's acceptance)."""
+    from olives.config import TrackingConfig
+    from olives.io import file_sha256
+    from olives.tracking.registry import identify
+    from olives.tracking.runs import Tracker
+    from test_training import free_port
+
+    project, env = reproduced
+    compare, serve, way_back = readme_blocks()
+    assert "test_macro_auroc" in bash(project, env, compare)
+
+    images = np.load(project / "data/cache/images.npy", mmap_mode="r")
+    from PIL import Image
+
+    Image.fromarray(np.asarray(images[0])).save(project / "scan.png")
+    answer = bash(project, env, serve.replace("5001", str(free_port())))
+    body, _ = json.JSONDecoder().raw_decode(answer[answer.index('{"predictions"') :])
+    served = pd.DataFrame(body["predictions"])
+    local = pd.read_csv(project / "scan.csv")
+    probs = [c for c in local if c.endswith("_prob")]
+    np.testing.assert_allclose(served[probs].to_numpy(), local[probs].to_numpy(), atol=1e-6)
+    sha = file_sha256(project / "models/model.safetensors")
+    assert served["model_sha256"].item() == sha == local["model_sha256"].item()
+    assert served["model_version"].item() == "olives-biomarkers/1"
+
+    store = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{project}/mlflow.db"))
+    bash(project, env, "dvc exp run -S train.epochs=2")
+    experiment = file_sha256(project / "models/model.safetensors")
+    assert experiment != sha and identify(store, experiment).version == "2"
+    bash(project, env, way_back)
+    assert file_sha256(project / "models/model.safetensors") == sha
+    assert identify(store, sha).is_champion  # the served model is the workspace's again

@@ -123,7 +123,8 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"mlflow models serve exited: {server.stderr.read().decode()[-2000:]}")
+            said = server.stderr.read().decode()[-2000:] if server.stderr else ""
+            pytest.fail(f"mlflow models serve exited: {said}")
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 if reply.status == 200:

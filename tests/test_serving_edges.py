@@ -32,7 +32,7 @@ from PIL import Image
 from conftest import REPO, write_tiny_cache
 from olives.config import Params, from_dict
 from olives.data.decode import DEFAULT_LIMITS
-from olives.stages import train
+from olives.stages import track, train
 from test_serving import NAME, wait_for
 from test_training import _relative_params, free_port
 
@@ -49,7 +49,9 @@ def trained(tmp_path_factory) -> tuple[Path, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        train.run(from_dict(Params, _relative_params()))
+        params = from_dict(Params, _relative_params())
+        train.run(params)
+        track.run(params)  # logs and registers the model, as after `dvc repro`
     return root, uri
 
 

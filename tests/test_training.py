@@ -272,6 +272,9 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     cfg = from_dict(Params, {**_relative_params(), "tracking": {"experiment": "test-exp"}})
     metrics = train_stage.run(cfg)
+    from olives.stages import track
+
+    track.run(cfg)  # the model, its version and the champion, against the same server
 
     model_file = tiny / "models/model.safetensors"
     run_id = Tracker(cfg.tracking).find_run("model_sha256", file_sha256(model_file))
@@ -288,7 +291,7 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
 
     assert run.data.metrics["best_val_macro_auroc"] == pytest.approx(metrics["val_macro_auroc"])
     assert "best_best_epoch" not in run.data.metrics and run.data.metrics["best_epoch"] >= 0
-    assert run.info.run_name == "tf_efficientnet_lite0-concat-focal-e1-s3"
+    assert run.info.run_name == "e1-s3/concat-focal/tf_efficientnet_lite0"
     logged = mlflow.get_logged_model(run.data.tags["model_id"])
     assert logged.metrics and {m.key for m in logged.metrics} >= {"best_val_macro_auroc"}
     (version,) = client.search_model_versions(f"name='olives-biomarkers' and run_id='{run_id}'")
@@ -298,7 +301,7 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     val = splits(tiny)["val"]
     request = pd.DataFrame(
         {
-            "image": [base64.b64encode(train_stage.png(val)).decode()] * 2,
+            "image": [base64.b64encode(track.png(val)).decode()] * 2,
             "BCVA": [60.0, None],
             "CST": [None, 350.0],
         }
@@ -306,7 +309,7 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     answer = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(request)
     local = Predictor(ModelBundle.load(model_file), CPU)
     rows = request.to_dict("records")
-    scans = [Scan("x", data=train_stage.png(val), clinical=r) for r in rows]
+    scans = [Scan("x", data=track.png(val), clinical=r) for r in rows]
     expected = local.predict(scans)
     probs = [f"{n}_prob" for n in LABELS]
     np.testing.assert_allclose(answer[probs].to_numpy(), expected[probs].to_numpy(), atol=1e-6)

@@ -24,6 +24,7 @@ from olives.evaluation.compare import DEFAULT_METRICS
 log = logging.getLogger("olives")
 
 STAGES = {
+    "check": "check params.yaml (unknown or missing keys) before any stage deletes outputs",
     "download": "fetch the data source into data/raw (parquet, hub schema)",
     "preprocess": "decode images once into the uint8 cache + index",
     "split": "patient-level train/val/test splits and train-only statistics",
@@ -31,6 +32,7 @@ STAGES = {
     "train": "fit the model on the cache; log the run to MLflow",
     "evaluate": "test-split predictions, metrics with CIs, ROC/PR curves",
     "report": "reports/report.md: data, results with CIs, curves, error analysis",
+    "track": "make MLflow hold what DVC holds: run, registered model, test metrics, champion",
     "ablate": "train + evaluate one cell of the paper's ablation grid",
     "init_data": "the paper's init axis: its own synthetic data with unlabelled scans",
     "init_pretrain": "the paper's init axis: the contrastive encoder of one seed",
@@ -41,6 +43,7 @@ TOOLS = {
     "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
     "score": "score a VIP Cup submission CSV against a label CSV (phase-1 F1)",
     "compare": "table of the experiment's MLflow runs: params vs metrics",
+    "promote": "move the champion alias to the workspace's model (or --version N)",
     "request": "print the JSON body of a request to the served model (curl -d @request.json)",
 }
 STAGE_NOTE = (
@@ -86,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("predictions.csv"),
-        help="CSV with one row per scan: ids, probabilities, decisions, warning, error "
-        "(default: predictions.csv)",
+        help="CSV with one row per scan: ids, probabilities, decisions (1/0, empty where the "
+        "scan failed), warning, error, and model_sha256 (the model file's SHA-256); beside it "
+        "OUT.json says what these predictions are: the model file or URI and its SHA-256, the "
+        "data it was trained on (with a warning for synthetic data), labels, thresholds, input "
+        "size, scans predicted/failed/warned (default: predictions.csv, predictions.json)",
     )
     predict.add_argument(
         "--by",
@@ -95,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="scan",
         help="also write one row per volume, eye or visit to OUT.<by>.csv",
     )
-    predict.add_argument("--gradcam", type=Path, metavar="DIR", help="Grad-CAM overlays here")
+    predict.add_argument(
+        "--gradcam",
+        type=Path,
+        metavar="DIR",
+        help="Grad-CAM overlays here: one PNG per scan and biomarker, the scan at its own aspect "
+        "ratio under a strip with the biomarker, probability, threshold and decision",
+    )
     predict.add_argument(
         "--batch-size",
         type=int,
@@ -108,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="file",
         help="volumes of scans whose input names none (no metadata volume, not DICOM): one per "
         "file (default) or one per folder",
+    )
+    parsers["promote"].add_argument(
+        "--version", help="registered version to promote (default: the file in train.model_dir)"
     )
     request = parsers["request"]
     request.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF or JPEG files")
@@ -162,6 +177,8 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
         print(score_files(Path(args.submission), Path(args.labels)).format())
     elif args.command == "compare":
         compare(params, args)
+    elif args.command == "promote":
+        promote(params, args.version)
     elif args.command == "ablate":
         from olives.stages import ablate
 
@@ -193,6 +210,16 @@ def compare(params: Params, args: argparse.Namespace) -> None:
     print(table.to_markdown(index=False, floatfmt=".4f"))
     for path in write_tables(table, Path(args.out)):
         log.info("wrote %s", path)
+
+
+def promote(params: Params, version: str | None) -> None:
+    from olives.io import file_sha256
+    from olives.models.bundle import FILE
+    from olives.tracking.registry import promote_file
+    from olives.tracking.runs import Tracker
+
+    sha = file_sha256(Path(params.train.model_dir) / FILE)
+    log.info("%s", promote_file(Tracker(params.tracking), sha, version))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

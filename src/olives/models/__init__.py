@@ -19,7 +19,15 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "bundle": ["BundleError", "ModelBundle"],
         "fusion": ["BiomarkerNet", "ClinicalMLP", "FiLM", "build_model", "model_from_description"],
-        "gradcam": ["empty_reason", "grad_cam", "overlay", "target_layer"],
+        "gradcam": [
+            "annotated_overlay",
+            "empty_reason",
+            "grad_cam",
+            "overlay",
+            "scan_view",
+            "target_layer",
+            "title_strip",
+        ],
         "inference": ["autocast", "predict", "predict_logits"],
         "weights": [
             "WeightsUnavailableError",

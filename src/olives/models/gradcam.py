@@ -7,15 +7,21 @@ map explains the real logit. The target layer is the backbone's last feature sta
 last block, because a class-token model's last block output carries no gradient to the patch
 tokens. Token or channels-last activations are reshaped to [B, C, h, w] first. A map is
 all-zero when no activation supports a positive logit; `empty_reason` says so in words.
+
+`overlay` blends a map onto its image (the report's gallery); `scan_view` and
+`annotated_overlay` draw what `olives predict --gradcam` writes: the scan at its own aspect
+ratio under a title strip naming the biomarker, its probability, threshold and decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
 
 import matplotlib
 import numpy as np
 import torch
+from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -111,3 +117,92 @@ def overlay(
     heat = matplotlib.colormaps[cmap](cam)[..., :3]
     weight = alpha * np.sqrt(cam)[..., None]  # sqrt: moderate support stays visible
     return ((1 - weight) * rgb + weight * heat).clip(0.0, 1.0)
+
+
+def scan_view(
+    image: np.ndarray,
+    cam: np.ndarray,
+    shape: tuple[int, int],
+    policy: str = "stretch",
+    sides: tuple[int, int] = (256, 768),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model-size `image` (uint8) and `cam` back at the aspect ratio of the scan they came
+    from (`shape`, its decoded height x width, resized by `policy`), with the longest side
+    brought into `sides`: a 496 x 768 B-scan is not shown squashed to the model's square.
+    With `pad`, the padding is cut off; with `crop`, what is shown is the centre crop the model
+    saw, at that crop's own proportions."""
+    rows, cols, seen = _seen_region(shape, image.shape[:2], policy)
+    height, width = _display_shape(seen, sides)
+    grey = Image.fromarray(np.ascontiguousarray(image[rows, cols]))
+    heat = Image.fromarray(np.ascontiguousarray(cam[rows, cols], dtype=np.float32))
+    return (
+        np.asarray(grey.resize((width, height), Image.BILINEAR)),
+        np.asarray(heat.resize((width, height), Image.BILINEAR)).clip(0.0, 1.0),
+    )
+
+
+def _seen_region(
+    shape: tuple[int, int], size: tuple[int, int], policy: str
+) -> tuple[slice, slice, tuple[int, int]]:
+    """The rows and columns of the model image that hold the scan, and their shape in the
+    scan's pixels: the geometry of `olives.data.decode.resize`, inverted."""
+    h, w = shape
+    height, width = size
+    if policy == "stretch":
+        return slice(None), slice(None), (h, w)
+    scale = (min if policy == "pad" else max)(height / h, width / w)
+    if policy == "crop":
+        return slice(None), slice(None), (round(height / scale), round(width / scale))
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return slice(top, top + new_h), slice(left, left + new_w), (h, w)
+
+
+def _display_shape(shape: tuple[int, int], sides: tuple[int, int]) -> tuple[int, int]:
+    """`shape` scaled (proportions kept) so that its longest side lies within `sides`."""
+    low, high = sides
+    longest = max(shape)
+    scale = min(high / longest, max(1.0, low / longest))
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def annotated_overlay(
+    image: np.ndarray, cam: np.ndarray | None, lines: Sequence[str], min_width: int = 320
+) -> np.ndarray:
+    """RGB uint8: a white title strip holding `lines` (the first in bold) above `overlay(image,
+    cam)`, never on the scan itself. The strip is at least `min_width` wide so that the text
+    stays readable on a narrow scan (which is then centred on white)."""
+    picture = (overlay(image, cam) * 255).round().astype(np.uint8)
+    height, width = picture.shape[:2]
+    total = max(width, min_width)
+    left = (total - width) // 2
+    body = np.full((height, total, 3), 255, dtype=np.uint8)
+    body[:, left : left + width] = picture
+    return np.concatenate([title_strip(lines, total), body], axis=0)
+
+
+def title_strip(lines: Sequence[str], width: int, dpi: int = 100) -> np.ndarray:
+    """RGB uint8 [h, width, 3]: `lines` in black on white, wrapped to `width`, the first bold."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    font = min(18.0, max(11.0, width / 24))  # pixels
+    chars = max(10, int(width / (0.6 * font)))
+    wrapped = [
+        (part, i == 0) for i, line in enumerate(lines) for part in textwrap.wrap(line, chars)
+    ]
+    step = 1.45 * font
+    height = round(len(wrapped) * step + font)
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    for k, (text, bold) in enumerate(wrapped):
+        y = 1 - (0.5 * font + (k + 0.5) * step) / height
+        weight = "bold" if bold else "normal"
+        size = font * 72 / dpi
+        figure.text(0.5, y, text, ha="center", va="center", fontsize=size, fontweight=weight)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())[..., :3]
+    out = np.full((height, width, 3), 255, dtype=np.uint8)  # Agg may round a side by a pixel
+    rows, cols = min(height, drawn.shape[0]), min(width, drawn.shape[1])
+    out[:rows, :cols] = drawn[:rows, :cols]
+    return out

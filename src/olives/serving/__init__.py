@@ -9,7 +9,16 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "predict": ["chunks", "resolve_model", "run", "write_overlays"],
+        "predict": [
+            "chunks",
+            "model_card",
+            "model_file",
+            "predict_all",
+            "registered",
+            "resolve_model",
+            "run",
+            "write_overlays",
+        ],
         "request": ["request_body"],
         "predictor": ["Decoded", "Predictor", "aggregate", "scan_volumes"],
         "pyfunc": [

@@ -67,11 +67,13 @@ def _default_threads() -> int:
 @dataclass
 class Decoded:
     """Scans at the model's size: uint8 [N, H, W] (zeros where a scan failed), and per scan
-    its error or None, its warning or None."""
+    its error or None, its warning or None, and its decoded (height, width) before resizing
+    (None where it failed: Grad-CAM overlays are drawn at the scan's own aspect ratio)."""
 
     images: np.ndarray
     errors: list[str | None]
     warnings: list[str | None]
+    shapes: list[tuple[int, int] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -97,19 +99,22 @@ class Predictor:
         out = np.zeros((len(scans), height, width), dtype=np.uint8)
         errors: list[str | None] = []
         warnings: list[str | None] = []
+        shapes: list[tuple[int, int] | None] = []
         with ThreadPoolExecutor(self.decode_threads) as pool:
             for i, (scan, result) in enumerate(zip(scans, pool.map(self._one, scans), strict=True)):
                 if isinstance(result, str):
                     errors.append(result)
                     warnings.append(scan.warning)
+                    shapes.append(None)
                 else:
-                    out[i], found = result
+                    out[i], found, shape = result
                     errors.append(None)
                     warnings.append(_join(scan.warning, found))
-        return Decoded(out, errors, warnings)
+                    shapes.append(shape)
+        return Decoded(out, errors, warnings, shapes)
 
-    def _one(self, scan: Scan) -> tuple[np.ndarray, str | None] | str:
-        """One scan at the model's size and its warning, or its error."""
+    def _one(self, scan: Scan) -> tuple[np.ndarray, str | None, tuple[int, int]] | str:
+        """One scan at the model's size, its warning and its decoded shape, or its error."""
         if scan.error:
             return scan.error
         height, width = self.bundle.image_size
@@ -123,7 +128,8 @@ class Predictor:
                 return f"{scan.source}: no image"
         except DecodeError as exc:
             return f"{scan.source}: {exc}"
-        return resize(grey, height, width, self.bundle.resize), self._warning(grey)
+        shape = (int(grey.shape[0]), int(grey.shape[1]))
+        return resize(grey, height, width, self.bundle.resize), self._warning(grey), shape
 
     def _warning(self, grey: np.ndarray) -> str | None:
         """What to doubt about a decoded scan (see the module docstring)."""

@@ -1,7 +1,8 @@
 """`ablate` (paper/dvc.yaml): train and evaluate one cell of the fusion x loss x seed grid.
 
 Each cell is the main pipeline's train and evaluate stages with the cell's fusion, loss and
-seed, `paper.epochs` epochs, writing under `paper.out_dir/runs/<cell>/` and logging to the
+seed, `paper.epochs` epochs, writing its results under `paper.out_dir/runs/<cell>/` (the model
+file is scratch, see `cell_folders`) and logging to the
 `<experiment>-paper` MLflow experiment; cells are not registered as models (so none can take
 the `champion` alias). One DVC matrix stage per cell, so finished cells are
 cached and `make paper` can be interrupted and resumed.
@@ -45,12 +46,14 @@ def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
 
 
 def cell_folders(cell: Params, folder: Path, cfg: TrainConfig, name: str) -> Params:
-    """`cell` training with `cfg` into `folder/{model,train,eval}`, with its own checkpoint,
+    """`cell` training with `cfg` into `folder/{train,eval}` (DVC outputs: the cell's result),
+    its model file and checkpoint under `train.checkpoint_dir/paper/` (scratch: no stage
+    reads a cell's model, so it is not cached and a fresh clone's `dvc status` stays clean),
     logged to the `<experiment>-paper` MLflow experiment; a grid cell is an experiment, never
     a served model, so it is not registered (and cannot take the `champion` alias)."""
     cfg = dataclasses.replace(
         cfg,
-        model_dir=str(folder / "model"),
+        model_dir=f"{cell.train.checkpoint_dir}/paper-models/{name}",
         report_dir=str(folder / "train"),
         checkpoint_dir=f"{cell.train.checkpoint_dir}/paper/{name}",
     )

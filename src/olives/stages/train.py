@@ -211,7 +211,7 @@ def save_model(params: Params, result: TrainResult, train: SplitData) -> Path:
         image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
         resize=params.preprocess.resize,
         best_epoch=result.state.best_epoch,
-        params=select(params, PARAMS),
+        params={**select(params, PARAMS), "data.source": recorded_source(params.data.report)},
     )
     return bundle.save(reset_dir(params.train.model_dir))
 

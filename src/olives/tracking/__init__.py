@@ -16,6 +16,14 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "run_git",
             "work_tree",
         ],
+        "registry": [
+            "ModelIdentity",
+            "SHA_TAG",
+            "identify",
+            "promote_file",
+            "store_exists",
+            "version_of",
+        ],
         "runs": [
             "PROCESS_TAG",
             "Tracker",
