@@ -21,7 +21,7 @@ def test_a_key_a_stage_uses_must_be_present(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     del raw["data"]["synthetic"]["difficulty"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="'data.synthetic.difficulty' is missing"):
+    with pytest.raises(ConfigError, match=r"'data\.synthetic\.difficulty' is missing"):
         check.run(load_params(tmp_path / "params.yaml"), tmp_path)
     assert not (tmp_path / check.OUT).exists()
 

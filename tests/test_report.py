@@ -19,8 +19,10 @@ from torch import nn
 from conftest import write_tiny_cache
 from olives.config import ModelConfig, Params, from_dict
 from olives.data.loader import load_splits
+from olives.data.volumes import volume_table
 from olives.evaluation.intervals import evaluate_predictions
 from olives.evaluation.metrics import vip_phase2
+from olives.evaluation.volumes import volume_metrics
 from olives.io import EvaluateFiles
 from olives.models import ModelBundle, build_model
 from olives.models.fusion import BiomarkerNet
@@ -99,6 +101,9 @@ def run(tmp_path_factory) -> Path:
     metrics = evaluate_predictions(
         test.labels, probs, thresholds, patients, LABELS, n_boot=50, seed=1
     )
+    predictions = pd.read_csv(out / "predictions.csv")  # as evaluate does, on its volumes
+    volumes = volume_table(predictions, LABELS, "Patient_ID")
+    metrics["per_volume"] = volume_metrics(volumes, LABELS, thresholds, "Patient_ID", 50, seed=1)
     metrics["context"] = {"data_source": "synthetic", "loss": "focal", "seed": 5}
     (out / "metrics.json").write_text(json.dumps(metrics))
     history = [
@@ -173,6 +178,15 @@ def test_main_results_numbers_equal_metrics_json(run):
         assert float(value) == pytest.approx(metrics[score], abs=5.01e-4)
         assert [float(low), float(high)] == pytest.approx(metrics[f"{score}_ci"], abs=5.01e-4)
     assert checked == 3 * len(LABELS)
+
+
+def test_no_threshold_caution_where_the_decisions_hold(run):
+    predictions = pd.read_csv(run / "reports/predictions.csv")
+    for label in LABELS:  # the fixture decides at least half of each class right
+        t, d = predictions[label], predictions[f"{label}_pred"]
+        assert (d[t == 1] == 1).mean() >= 0.5 and (d[t == 0] == 0).mean() >= 0.5
+    section = read_report(run).split(SECTION_TITLES[1])[1].split(SECTION_TITLES[2])[0]
+    assert "is below 0.50" in section and "does not transfer" not in section
 
 
 def test_reference_figures_are_not_comparable_unless_huggingface(run):

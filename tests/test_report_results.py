@@ -1,5 +1,5 @@
 """The report's clinical numbers: confusion counts, rates with intervals, caveats, the
-point-inside-interval formatting rule, ECE, and volume-level aggregation."""
+point-inside-interval formatting rule, ECE, volume-level aggregation and metrics, eye names."""
 
 from __future__ import annotations
 
@@ -10,18 +10,29 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
 
-from olives.data.volumes import aggregate_volumes, natural_key, volume_ids
+from olives.data.volumes import (
+    aggregate_volumes,
+    eye_name,
+    eye_side,
+    natural_key,
+    volume_ids,
+    volume_table,
+)
 from olives.evaluation.calibration import expected_calibration_error
 from olives.evaluation.intervals import evaluate_predictions
+from olives.evaluation.volumes import volume_metrics
 from olives.reporting.groups import group_scores
 from olives.reporting.operating import (
+    RATE_FLOOR,
     Bootstrap,
+    below_floor,
     caveats,
     confusion_counts,
     fast_counts,
     operating_point,
 )
 from olives.reporting.report import worst_cases
+from olives.reporting.results import floor_lines
 from olives.reporting.tables import OUTSIDE, fmt_ci
 
 
@@ -170,3 +181,82 @@ def test_the_few_patients_caveat_appears_when_it_should():
     assert found["B1"][0] == "its 2 positive scans come from 1 of 6 test patients (fewer than 5)"
     assert "(of 1000): 400 from AUROC; 10 from F1" in found["B1"][1]
     assert caveats(frame, ["B1"], "Patient_ID", bootstrap_block(1000, {}), 1) == {"B1": []}
+
+
+def test_a_rate_below_the_floor_is_a_caution_with_its_counts():
+    """The user's case: 375 of 415 negatives called positive; B2 decides well."""
+    boot = Bootstrap(0, 0.95, 0)
+    t = np.array([1] * 10 + [0] * 415)
+    b1 = operating_point(t, np.array([1] * 10 + [0] * 40 + [1] * 375), np.arange(425), boot)
+    b2 = operating_point(t, np.array([1] * 9 + [0] * 400 + [1] * 16), np.arange(425), boot)
+    found = below_floor({"B1": b1, "B2": b2}, ["B1", "B2"])
+    assert RATE_FLOOR == 0.5 and list(found) == ["B1"]
+    assert found["B1"] == (
+        "specificity at the tuned threshold is 0.096 (40 of 415 negative scans called "
+        "negative; 375 false positives)"
+    )
+    (line,) = [ln for ln in floor_lines({"B1": b1, "B2": b2}, ("B1", "B2"), "scan") if ln]
+    assert line.startswith("- **Caution, B1 (IR HRF):** specificity at the tuned threshold")
+    assert line.endswith("the threshold tuned on validation does not transfer to this test set.")
+
+
+def test_both_rates_below_the_floor_make_one_line_and_undefined_ones_none():
+    boot = Bootstrap(0, 0.95, 0)
+    both = operating_point(np.array([1, 1, 0, 0]), np.array([0, 0, 1, 1]), np.arange(4), boot)
+    no_positive = operating_point(np.zeros(3), np.zeros(3), np.arange(3), boot)
+    found = below_floor({"B1": both, "B2": no_positive}, ["B1", "B2"], unit="volume")
+    assert found == {
+        "B1": "sensitivity at the tuned threshold is 0.000 (0 of 2 positive volumes called "
+        "positive; 2 false negatives) and specificity at the tuned threshold is 0.000 (0 of 2 "
+        "negative volumes called negative; 2 false positives)"
+    }
+    one = operating_point(np.array([0, 1]), np.array([1, 1]), np.arange(2), boot)
+    assert (
+        "(0 of 1 negative volume called negative; 1 false positive)"
+        in below_floor({"B1": one}, ["B1"], unit="volume")["B1"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("eye", "path", "shown"),
+    [
+        (1009.0, "synthetic/P1009/OS/V1/vol0", "OS"),  # the synthetic layout
+        (3.0, "/TREX DME/GILA/0201GOD/V1/OD/TREXJ_000000.tif", "OD"),  # OLIVES: not 0201GOD
+        (12, "Prime_FULL/02-045/W84/os/38.tif", "OS"),
+        ("od", "", "OD"),  # the data say which
+        (1009.0, "P1009/V1/vol0/a.png", "1009"),  # nothing says which: the id
+        (7, "x/OD/y/OS/a.png", "7"),  # both named: unknown
+        ("L-7", "a.png", "L-7"),
+    ],
+)
+def test_an_eye_is_shown_as_od_or_os_where_known(eye, path, shown):
+    assert eye_name(eye, path) == shown
+
+
+def test_eye_side_reads_whole_path_components_only():
+    assert eye_side("T/1/V2/OD") == "OD"
+    assert eye_side("T/1/V2/ODX/a.tif") is None and eye_side("OD.png") is None
+
+
+def test_volume_metrics_are_evaluate_predictions_on_the_volume_table():
+    paths = ["P1/V1/OD/a", "P1/V1/OD/b", "P1/V2/OD/a", "P2/V1/OS/a", "P2/V2/OS/a", "P3/V1/OD/a"]
+    frame = frame_of(paths, [1, 1, 1, 2, 2, 3], [0, 1, 0, 1, 0, 1], [0.2, 0.6, 0.3, 0.4, 0.7, 0.9])
+    volumes = volume_table(frame, ["B1"], "Patient_ID")
+    block = volume_metrics(volumes, ["B1"], np.array([0.5]), "Patient_ID", 40, seed=3)
+    expected = evaluate_predictions(
+        np.array([[1], [0], [1], [0], [1]]),
+        np.array([[0.6], [0.3], [0.4], [0.7], [0.9]]),
+        np.array([0.5]),
+        np.array([1, 1, 2, 2, 3]),
+        ["B1"],
+        40,
+        seed=3,
+    )
+    assert (block["unit"], block["n_volumes"], block["n_scans"]) == ("volume", 5, 6)
+    assert block["per_label"] == expected["per_label"]
+    assert block["macro"] == expected["macro"] and block["micro"] == expected["micro"]
+    assert "vip_phase1" not in block and "vip_phase1" not in block["bootstrap"]["n_used"]
+    flat = frame_of(["a.png", "b.png"], [1, 1], [0, 1], [0.1, 0.9]).assign(path=None)
+    assert volume_metrics(
+        volume_table(flat, ["B1"], "Patient_ID"), ["B1"], np.array([0.5]), "Patient_ID"
+    ) == {"unit": "volume", "unavailable": "its scans have no image paths"}

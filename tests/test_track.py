@@ -108,7 +108,7 @@ def test_track_twice_changes_nothing(project):
 def test_track_completes_the_run_train_logged(project):
     """Train ran with tracking on (a fresh clone), evaluate was skipped: the same run gets the
     test metrics and the model; no second run."""
-    root, params = project
+    _, params = project
     train.run(params)  # the same data and seed: a new run for a (maybe new) model file
     client = Tracker(params.tracking).client()
     experiment = client.get_experiment_by_name(params.tracking.experiment)

@@ -327,7 +327,6 @@ def test_no_serving_model_is_built_with_tracking_off(tiny, monkeypatch):
     from olives.serving.pyfunc import (
         OlivesModel,  # imports mlflow: here, not at the top (GPU image)
     )
-
     from olives.stages import track
 
     monkeypatch.setattr(track, "log_model", refuse)

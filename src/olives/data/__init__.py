@@ -84,12 +84,15 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "volumes": [
             "aggregate_volumes",
+            "eye_name",
+            "eye_side",
             "mixed_patients",
             "natural_key",
             "parquet_volume",
             "visit_of",
             "volume_ids",
             "volume_of",
+            "volume_table",
         ],
     },
 )

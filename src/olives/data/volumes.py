@@ -20,6 +20,10 @@ each eye by its number (`V1` < `V14`): visit 1 is the eye's first visit.
 Aggregation, per biomarker: a volume is positive when any of its B-scans is labelled positive;
 its probability is the highest B-scan probability; it is called positive when that probability
 reaches the biomarker's tuned threshold, i.e. when any B-scan is called positive.
+
+An eye is shown as the source gives it: `OD` / `OS` when its id is one or a folder of its path
+is named so (OLIVES `.../V1/OD/`, RECOVERY `.../W0/OS/`, the synthetic `.../P1001/OS/V1/`),
+else its id (the hub's numeric `Eye_ID` says nothing about the side).
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import Any
 
 import pandas as pd
 
+from olives.data.ids import plain
+
 VOLUME_FROM = ("file", "folder")
+SIDES = ("OD", "OS")  # right eye, left eye
 
 
 def _posix(path: str) -> PurePosixPath:
@@ -83,6 +91,16 @@ def volume_ids(predictions: pd.DataFrame, patient_column: str) -> pd.DataFrame |
     return mixed_patients(ids["volume"], predictions[patient_column]) or ids
 
 
+def volume_table(
+    predictions: pd.DataFrame, labels: Sequence[str], patient_column: str
+) -> pd.DataFrame | str:
+    """`aggregate_volumes` of hub-layout rows (`volume_ids`), or why there are no volumes."""
+    ids = volume_ids(predictions, patient_column)
+    return (
+        ids if isinstance(ids, str) else aggregate_volumes(predictions, labels, patient_column, ids)
+    )
+
+
 def aggregate_volumes(
     predictions: pd.DataFrame, labels: Sequence[str], patient_column: str, ids: pd.DataFrame
 ) -> pd.DataFrame:
@@ -105,3 +123,19 @@ def aggregate_volumes(
 def _visit_order(visits: pd.Series) -> pd.Series:
     ranked = sorted(set(visits), key=natural_key)
     return visits.map({name: k + 1 for k, name in enumerate(ranked)})
+
+
+def eye_side(path: str) -> str | None:
+    """`OD` or `OS` when a component of `path` is named so (any case); None when none is, or
+    both are."""
+    found = {part.upper() for part in _posix(path).parts if part.upper() in SIDES}
+    return found.pop() if len(found) == 1 else None
+
+
+def eye_name(eye: Any, path: str = "") -> str:
+    """How the report shows an eye: `OD` / `OS` when its id or its path says which, else the
+    id as the source gives it (an integral float as an integer)."""
+    side = str(eye).strip().upper()
+    if side in SIDES:
+        return side
+    return eye_side(path) or str(plain(eye))

@@ -42,5 +42,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "read_vip_csv",
             "score_files",
         ],
+        "volumes": ["volume_metrics"],
     },
 )

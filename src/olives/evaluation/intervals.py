@@ -3,7 +3,6 @@
 
 The bootstrap resamples PATIENTS (B-scans of one eye/patient are strongly correlated, so
 resampling images would give intervals far too narrow).
-eye/patient are strongly correlated, so resampling images would give intervals far too narrow).
 Calling scikit-learn ~50 times per resample would take ~45 s for 1000 resamples, so the
 bootstrap replicates are computed from per-patient sufficient statistics (confusion counts,
 score-level histograms) with matrix products: resample b is a vector of patient draw counts

@@ -50,6 +50,11 @@ def load_inputs(params: Params) -> ReportInputs:
             f"{files.metrics} has labels {metrics['labels']}, the model "
             f"has {list(labels)}: re-run `olives evaluate`"
         )
+    if "per_volume" not in metrics:
+        raise InputError(
+            f"{files.metrics} has no per-volume metrics (an older `olives evaluate` wrote it): "
+            "re-run `olives evaluate`"
+        )
     predictions = pd.read_csv(need(files.predictions, "evaluate"))
     wanted = ["row", params.patient_column]
     wanted += [f"{n}{s}" for n in labels for s in ("", "_prob", "_pred")]

@@ -1,5 +1,7 @@
 """What a clinician reads at the tuned threshold: confusion counts, sensitivity, specificity,
-PPV and NPV with patient-bootstrap intervals, and when the test data is too thin to trust them.
+PPV and NPV with patient-bootstrap intervals, and when the test data is too thin to trust them
+or the decisions at the tuned threshold fail on test (sensitivity or specificity below
+`RATE_FLOOR`).
 
 Counts come from scikit-learn's confusion matrix. Intervals use `metrics.bootstrap_replicates`
 with the evaluate stage's seed and resample count, so they use the same patient draws as
@@ -22,6 +24,10 @@ RATES = ("sensitivity", "specificity", "ppv", "npv")
 # Fewer test patients than this behind a biomarker's positives: the report warns. With 5, one
 # patient holds at least a fifth of the positive volumes, and whole-patient resamples swing.
 MIN_PATIENTS = 5
+# A sensitivity or specificity at the tuned threshold below this: the report warns. Under 0.5,
+# fewer than half of the positives (negatives) are called so: the threshold tuned on validation
+# does not carry over, whatever the AUROC.
+RATE_FLOOR = 0.5
 METRIC_NAMES = {
     "auroc": "AUROC",
     "average_precision": "AP",
@@ -156,3 +162,34 @@ def caveats(
             )
         out[label] = notes
     return out
+
+
+def below_floor(
+    points: dict[str, dict[str, Any]],
+    labels: Sequence[str],
+    unit: str = "scan",
+    floor: float = RATE_FLOOR,
+) -> dict[str, str]:
+    """Per label whose sensitivity or specificity (`operating_point`) is below `floor`, why,
+    with the counts; undefined rates (no positive or no negative) are not flagged."""
+    parts = {
+        "sensitivity": ("tp", "fn", "positive", "false negative"),
+        "specificity": ("tn", "fp", "negative", "false positive"),
+    }
+    out: dict[str, str] = {}
+    for label in labels:
+        p = points[label]
+        found = [
+            f"{rate} at the tuned threshold is {p[rate]:.3f} ({p[right]} of "
+            f"{_count(p[right] + p[wrong], f'{kind} {unit}')} called {kind}; "
+            f"{_count(p[wrong], errors)})"
+            for rate, (right, wrong, kind, errors) in parts.items()
+            if p[rate] == p[rate] and p[rate] < floor
+        ]
+        if found:
+            out[label] = " and ".join(found)
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -1,8 +1,9 @@
 """The report's result sections: per B-scan, per volume, and beside published figures.
 
-Scan-level AUROC / AP / F1 and their intervals are read from `metrics.json`; what the evaluate
-stage does not write (confusion counts, PPV / NPV, volume-level metrics) is computed here from
-`predictions.csv` with the evaluate stage's bootstrap settings (same resamples, same seed).
+AUROC / AP / F1 and their intervals, per scan and per volume (`per_volume`), are read from
+`metrics.json`; what the evaluate stage does not write (confusion counts, PPV / NPV, per-visit
+and per-eye tables) is computed here from `predictions.csv` with the evaluate stage's bootstrap
+settings (same resamples, same seed) and the volume rule of `olives.data.volumes`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
 
 from olives.config import BIOMARKERS
-from olives.data.volumes import aggregate_volumes
-from olives.evaluation.intervals import evaluate_predictions
+from olives.data.volumes import aggregate_volumes, eye_name
+from olives.errors import InputError
 from olives.reporting.groups import arrays, group_scores
 from olives.reporting.inputs import ReportInputs, label_title, write_table
-from olives.reporting.operating import RATES, Bootstrap, caveats, operating_points
+from olives.reporting.operating import (
+    RATE_FLOOR,
+    RATES,
+    Bootstrap,
+    below_floor,
+    caveats,
+    operating_points,
+)
 from olives.reporting.tables import OUTSIDE, fmt, fmt_ci, fmt_percent, markdown_table
 
 SCAN_TITLE = "## 2. Results per B-scan"
@@ -161,6 +169,25 @@ def caveat_lines(
     return [*lines, ""] if lines else []
 
 
+def floor_note(unit: str) -> str:
+    """What the cautions after an operating-point table mean (the floor, stated once)."""
+    return (
+        f"A caution follows the table for each biomarker whose sensitivity or specificity "
+        f"here is below {RATE_FLOOR:.2f}: fewer than half of its positive (negative) {unit} "
+        "are called so at the threshold tuned on validation."
+    )
+
+
+def floor_lines(points: dict[str, dict[str, Any]], labels: tuple[str, ...], unit: str) -> list[str]:
+    """One caution per biomarker whose decisions at the tuned threshold fail on test."""
+    lines = [
+        f"- **Caution, {label_title(k)}:** {why}: the threshold tuned on validation does not "
+        "transfer to this test set."
+        for k, why in below_floor(points, labels, unit).items()
+    ]
+    return [*lines, ""] if lines else []
+
+
 def scan_section(inputs: ReportInputs) -> str:
     metrics = inputs.metrics
     main = write_table(
@@ -200,9 +227,10 @@ def scan_section(inputs: ReportInputs) -> str:
         "### At the tuned threshold",
         "",
         "Counts of B-scans (TP, FP, FN, TN) as scikit-learn's confusion matrix gives them; PPV "
-        "and NPV depend on this test set's prevalence.",
+        "and NPV depend on this test set's prevalence. " + floor_note("scans"),
         "",
         operating,
+        *floor_lines(points, inputs.labels, "scan"),
         *calibration_lines(inputs),
     ]
     return "\n".join(lines) + "\n"
@@ -231,27 +259,36 @@ def calibration_lines(inputs: ReportInputs) -> list[str]:
     ]
 
 
+def volume_table_of(inputs: ReportInputs) -> pd.DataFrame | str:
+    """The test volumes of `predictions.csv`, or why there are none; checked against the
+    `per_volume` block the evaluate stage wrote (same rule, same predictions)."""
+    block = inputs.metrics["per_volume"]
+    if "unavailable" in block:
+        return block["unavailable"]
+    if isinstance(inputs.volumes, str):
+        counted = f"none ({inputs.volumes})"
+    else:
+        volumes = aggregate_volumes(
+            inputs.predictions, inputs.labels, inputs.params.patient_column, inputs.volumes
+        )
+        if len(volumes) == block["n_volumes"]:
+            return volumes
+        counted = str(len(volumes))
+    raise InputError(
+        f"metrics.json counts {block['n_volumes']} test volumes, predictions.csv {counted}: "
+        "re-run `olives evaluate`"
+    )
+
+
 def volume_section(inputs: ReportInputs) -> str:
     lines = [VOLUME_TITLE, ""]
-    if isinstance(inputs.volumes, str):
-        lines.append(f"Not available: this source has no volume ids ({inputs.volumes}).")
+    volumes = volume_table_of(inputs)
+    if isinstance(volumes, str):
+        lines.append(f"Not available: this source has no volume ids ({volumes}).")
         return "\n".join(lines) + "\n"
     patient = inputs.params.patient_column
-    volumes = aggregate_volumes(inputs.predictions, inputs.labels, patient, inputs.volumes)
-    truth, prob, _ = arrays(volumes, inputs.labels)
-    thresholds = np.array([inputs.metrics["per_label"][n]["threshold"] for n in inputs.labels])
-    boot = bootstrap_of(inputs.metrics)
-    metrics = evaluate_predictions(
-        truth,
-        prob,
-        thresholds,
-        volumes[patient].to_numpy(),
-        inputs.labels,
-        boot.n_resamples,
-        boot.ci,
-        boot.seed,
-    )
-    points = operating_points(volumes, inputs.labels, patient, boot)
+    metrics = inputs.metrics["per_volume"]
+    points = operating_points(volumes, inputs.labels, patient, bootstrap_of(inputs.metrics))
     scans = volumes["scans"]
     sizes = f"{scans.min()}" if scans.min() == scans.max() else f"{scans.min()}-{scans.max()}"
     lines += [
@@ -272,12 +309,15 @@ def volume_section(inputs: ReportInputs) -> str:
         *caveat_lines(volumes, inputs, metrics["bootstrap"], unit="volumes"),
         "### Volumes at the tuned threshold",
         "",
+        floor_note("volumes"),
+        "",
         write_table(
             inputs,
             operating_frame(points, inputs.labels),
             "volume_operating_point",
             "Test-set confusion counts of volumes at the tuned threshold, with rates.",
         ),
+        *floor_lines(points, inputs.labels, "volume"),
         "### Per visit and per eye",
         "",
         "Visit 1 is each eye's first visit in the test data (visits ordered by the number in "
@@ -296,8 +336,9 @@ def volume_section(inputs: ReportInputs) -> str:
 
 def _eye_lines(inputs: ReportInputs, volumes: pd.DataFrame) -> list[str]:
     patient = inputs.params.patient_column
+    eyes = [eye_name(e, v) for e, v in zip(volumes["eye"], volumes["volume"], strict=True)]
     keyed = volumes.assign(
-        eye_key=volumes[patient].astype(str) + " / " + volumes["eye"].astype(str)
+        eye_key=volumes[patient].astype(str) + " / " + pd.Series(eyes, volumes.index)
     )
     table = group_scores(keyed, inputs.labels, "eye_key").rename(columns={"group": "eye"})
     path = Path(inputs.out_dir) / "tables" / "per_eye.csv"
@@ -313,7 +354,8 @@ def _eye_lines(inputs: ReportInputs, volumes: pd.DataFrame) -> list[str]:
     for name in inputs.labels:
         shown[f"{name} acc."] = worst[f"{name}_accuracy"].map(fmt)
     return [
-        f"{len(table)} eyes; the {len(worst)} with the lowest mean per-volume macro-F1 (full "
+        f"{len(table)} eyes (OD / OS where the data or the image paths say which, else the "
+        f"eye id); the {len(worst)} with the lowest mean per-volume macro-F1 (full "
         f"table: [`tables/per_eye.csv`]({inputs.link(path)})):",
         "",
         markdown_table(shown),

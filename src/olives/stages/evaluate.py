@@ -3,8 +3,8 @@
 Outputs under `evaluate.out_dir` (see `olives.io.EvaluateFiles`): `predictions.csv` (per
 scan and biomarker: truth, probability `<L>_prob`, decision at the tuned threshold `<L>_pred`),
 `vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout),
-`metrics.json` (every metric with its interval), `summary.json` (the headline numbers DVC
-shows), `plots/` (DVC plots) and `figures/`.
+`metrics.json` (every metric with its interval, per B-scan and, under `per_volume`, per
+volume), `summary.json` (the headline numbers DVC shows), `plots/` (DVC plots) and `figures/`.
 MLflow gets them from the `track` stage (`olives.stages.track`), which runs after every
 `dvc repro`, also when DVC skips or restores this stage.
 """
@@ -20,10 +20,12 @@ import pandas as pd
 
 from olives.config import Params
 from olives.data.loader import BatchSource, SplitData, load_splits
+from olives.data.volumes import volume_table
 from olives.errors import InputError
 from olives.evaluation.calibration import calibration_table
 from olives.evaluation.intervals import evaluate_predictions
 from olives.evaluation.metrics import curve_tables
+from olives.evaluation.volumes import volume_metrics
 from olives.io import EvaluateFiles, file_sha256, recorded_source, write_json
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
@@ -67,11 +69,12 @@ def run(params: Params) -> dict[str, Any]:
     source = BatchSource(test, runtime)
     logits = runtime.to_host(predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp))
     probs = bundle.probabilities(logits)
+    thresholds, patient = bundle.threshold_array(), params.patient_column
     metrics = evaluate_predictions(
         test.labels,
         probs,
-        bundle.threshold_array(),
-        test.frame[params.patient_column].to_numpy(),
+        thresholds,
+        test.frame[patient].to_numpy(),
         bundle.labels,
         n_boot=cfg.bootstrap,
         ci=cfg.ci,
@@ -79,9 +82,16 @@ def run(params: Params) -> dict[str, Any]:
     )
     temperatures = np.asarray(bundle.temperatures)
     metrics["calibration"] = calibration_table(test.labels, logits, temperatures, bundle.labels)
-    metrics["context"] = context(params, bundle)
     files = EvaluateFiles(Path(cfg.out_dir))
-    write_predictions(files, test, probs, bundle, params.patient_column)
+    table = write_predictions(files, test, probs, bundle, patient)
+    # Per volume from the unrounded probabilities (the CSV holds 6 decimals): a volume's
+    # probability reaches the threshold exactly when one of its scans' `_pred` is 1.
+    exact = table.assign(**{f"{n}_prob": probs[:, j] for j, n in enumerate(bundle.labels)})
+    volumes = volume_table(exact, bundle.labels, patient)
+    metrics["per_volume"] = volume_metrics(
+        volumes, bundle.labels, thresholds, patient, cfg.bootstrap, cfg.ci, params.seed
+    )
+    metrics["context"] = context(params, bundle)
     write_curves(files, test.labels, probs, bundle.labels)
     write_json(files.metrics, metrics)
     write_json(files.summary, summary(metrics))

@@ -208,7 +208,19 @@ def same_split(params: Params, trained_on: str | None) -> bool:
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Point estimates only: `macro_auroc`, `B1_f1`, `vip_phase1`, ..."""
+    """Point estimates only: `macro_auroc`, `B1_f1`, `vip_phase1`, ..., and per volume
+    `volume_macro_auroc`, `volume_B1_f1`, ... when evaluate could group the scans."""
+    flat = _flat_block(metrics)
+    for score in ("vip_phase1", "vip_phase2"):
+        if isinstance(metrics.get(score), float):
+            flat[score] = metrics[score]
+    volumes = metrics.get("per_volume") or {}
+    if "macro" in volumes:
+        flat |= {f"volume_{k}": v for k, v in _flat_block(volumes).items()}
+    return flat
+
+
+def _flat_block(metrics: dict[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for avg in ("macro", "micro"):
         for key, value in metrics[avg].items():
@@ -218,7 +230,4 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for key, value in entry.items():
             if isinstance(value, float) and key != "threshold":
                 flat[f"{name}_{key}"] = value
-    for score in ("vip_phase1", "vip_phase2"):
-        if isinstance(metrics.get(score), float):
-            flat[score] = metrics[score]
     return flat
