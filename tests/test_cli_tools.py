@@ -79,6 +79,23 @@ def test_help_says_where_settings_live_and_what_predict_writes(capsys):
     assert "one row per scan" in text and "developer" not in text
 
 
+def test_every_main_command_help_says_what_it_reads_writes_with_an_example(capsys):
+    from olives.cli import STAGES, TOOLS, USAGE, build_parser
+
+    parser = build_parser()
+    paper = {"ablate", "init_data", "init_pretrain", "init_cell", "aggregate"}
+    for name in set(STAGES) | set(TOOLS):
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        text = capsys.readouterr().out
+        if name in paper:  # run by `make paper` (paper/dvc.yaml), not by hand
+            continue
+        assert name in USAGE, name
+        for word in ("reads:", "writes:", "example:"):
+            assert word in text, (name, word)
+    assert "olives promote" in USAGE["promote"][2]
+
+
 def test_request_writes_a_body_the_server_reads(tmp_path, capsys):
     """`olives request` prints strict JSON with one base64 row per image; bad values stop it."""
     import base64

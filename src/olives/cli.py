@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +51,55 @@ STAGE_NOTE = (
     ". Its settings are read from params.yaml (--params); for an experiment use "
     "`dvc exp run -S <key>=<value>`, which also records the result."
 )
+# What each command reads and writes, and one example (the end of its --help).
+USAGE = {
+    "check": ("params.yaml", "data/params_checked.txt", "olives check"),
+    "download": ("data.source", "data/raw/, data/raw_report.json", "dvc repro download"),
+    "preprocess": ("data/raw/", "data/cache/, reports/preprocess.json", "dvc repro preprocess"),
+    "split": ("data/cache/index.parquet", "data/split/", "dvc exp run -S split.val_fraction=0.2"),
+    "pretrain": ("data/cache/, data/split/", "pretrain/", "dvc exp run -S pretrain.epochs=10"),
+    "train": (
+        "data/cache/, data/split/",
+        "models/, reports/train/, an MLflow run",
+        "dvc exp run -S train.epochs=3",
+    ),
+    "evaluate": (
+        "models/, data/cache/, data/split/",
+        "reports/metrics.json, summary.json, predictions.csv, plots/, figures/",
+        "dvc repro evaluate",
+    ),
+    "report": (
+        "models/, reports/",
+        "reports/report.md, tables/, figures/report/",
+        "dvc repro report",
+    ),
+    "track": (
+        "models/, reports/",
+        "MLflow: run, registered version, test metrics, champion",
+        "dvc repro track",
+    ),
+    "promote": ("models/ (or --version)", "the champion alias in MLflow", "olives promote"),
+    "compare": (
+        "the MLflow store",
+        "reports/compare/",
+        "olives compare --sort-by test_macro_auroc",
+    ),
+    "predict": (
+        "scans, folders, parquet, DICOM; a model",
+        "OUT.csv, OUT.json",
+        "olives predict scans/ --out predictions.csv --by volume",
+    ),
+    "request": (
+        "image files",
+        "a JSON request on stdout",
+        "olives request scan.png > request.json",
+    ),
+    "score": (
+        "two VIP Cup CSVs",
+        "the score on stdout",
+        "olives score reports/vip_submission.csv reports/vip_labels.csv",
+    ),
+}
 WITHOUT_PARAMS = ("score", "predict", "request")  # tools that read no params.yaml
 
 
@@ -65,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     parsers = {
-        name: sub.add_parser(name, help=text, description=text + STAGE_NOTE * (name in STAGES))
+        name: sub.add_parser(
+            name,
+            help=text,
+            description=textwrap.fill(text + STAGE_NOTE * (name in STAGES), 79),
+            epilog=usage(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         for name, text in {**STAGES, **TOOLS}.items()
     }
     ablate = parsers["ablate"]
@@ -149,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--ascending", action="store_true", help="smallest first")
     compare.add_argument("--out", default="reports/compare", help="folder for .md and .csv")
     return parser
+
+
+def usage(name: str) -> str | None:
+    if name not in USAGE:
+        return None
+    reads, writes, example = USAGE[name]
+    return f"reads: {reads}\nwrites: {writes}\nexample: {example}"
 
 
 def dispatch(params: Params | None, args: argparse.Namespace) -> None:
