@@ -4,6 +4,7 @@ cells (ImageNet vs clinical-contrastive, linear evaluation vs fine-tuning) into 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -110,7 +111,8 @@ def test_the_axis_end_to_end(tmp_path, monkeypatch):
     assert table["macro_auroc"].str.match(r"^\d\.\d{3} ± \d\.\d{3}$").all()
     # the contrastive cells really started from the encoder (recorded in the model and metrics)
     cell = tmp_path / "reports/paper/init/contrastive-linear-s0"
-    bundle = ModelBundle.load(cell / "model", "cpu")
+    trained = init_cell.cell_params(params, "contrastive", "linear", 0)
+    bundle = ModelBundle.load(Path(trained.train.model_dir), "cpu")
     assert bundle.params["model.pretrained"] == "pretrain"
     context = read_json(cell / "eval/metrics.json")["context"]
     assert (context["pretrained"], context["freeze_backbone"]) == ("pretrain", True)

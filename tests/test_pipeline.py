@@ -113,7 +113,8 @@ def readme_blocks() -> list[str]:
 
 
 def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
-    """`script` as a user types it, in `project`; background jobs are stopped at the end."""
+    """`script` as a user types it, in `project`; background jobs are stopped at the end.
+    Returns what it printed (stdout, then stderr)."""
     wrapped = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + script
     result = subprocess.run(
         ["bash", "-c", wrapped],
@@ -124,10 +125,10 @@ def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
         timeout=timeout,
     )
     assert result.returncode == 0, f"{script}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+    return result.stdout + result.stderr
 
 
-def test_readme_day_two_commands_work_as_written(reproduced, tmp_path):
+def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypatch):
     """Compare, serve the champion with the README's request, predict the same scan, run an
     experiment and go back: one model identity throughout (issue 20's acceptance)."""
     from olives.config import TrackingConfig
@@ -137,6 +138,7 @@ def test_readme_day_two_commands_work_as_written(reproduced, tmp_path):
     from test_training import free_port
 
     project, env = reproduced
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store below, as in `env`
     blocks = readme_blocks()
     assert len(blocks) == 3
     (compare,) = [b for b in blocks if b.startswith("olives compare")]
@@ -159,9 +161,10 @@ def test_readme_day_two_commands_work_as_written(reproduced, tmp_path):
     assert served["model_version"].item() == "olives-biomarkers/1"
 
     store = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{project}/mlflow.db"))
-    bash(project, env, "dvc exp run -S train.epochs=2")
+    ran = bash(project, env, "dvc exp run -S train.epochs=2")
     experiment = file_sha256(project / "models/model.safetensors")
-    assert experiment != sha and identify(store, experiment).version == "2"
+    assert experiment != sha
+    assert identify(store, experiment).version == "2", ran[-3000:]
     bash(project, env, way_back)
     assert file_sha256(project / "models/model.safetensors") == sha
     assert identify(store, sha).is_champion  # the served model is the workspace's again
