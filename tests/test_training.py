@@ -292,6 +292,8 @@ def test_training_against_a_real_mlflow_server(tiny, mlflow_server, monkeypatch)
     assert run.data.metrics["best_val_macro_auroc"] == pytest.approx(metrics["val_macro_auroc"])
     assert "best_best_epoch" not in run.data.metrics and run.data.metrics["best_epoch"] >= 0
     assert run.info.run_name == "e1-s3/concat-focal/tf_efficientnet_lite0"
+    experiment = client.get_experiment(run.info.experiment_id)  # the UI opens on its runs table
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     logged = mlflow.get_logged_model(run.data.tags["model_id"])
     assert logged.metrics and {m.key for m in logged.metrics} >= {"best_val_macro_auroc"}
     (version,) = client.search_model_versions(f"name='olives-biomarkers' and run_id='{run_id}'")
