@@ -7,8 +7,13 @@ memory-mapped uint8 cache of random scans with random BCVA/CST codes, and, on a 
 memory the epoch allocated. A batch that does not fit prints `out of memory` and the sweep
 stops there.
 
+Under `torchrun --nproc_per_node=W` each rank takes `batch` scans a step and the loss contrasts
+the W * batch scans of the global batch (`contrastive.ContrastiveLoss`, gathered on the device
+with no host sync); scans/s counts every rank's scans, rank 0 prints.
+
     python benchmarks/pretrain_throughput.py [--backbone tf_efficientnet_lite0] [--size 224]
         [--batches 128 256 512] [--steps 20] [--json out.json]
+    torchrun --standalone --nproc_per_node=2 benchmarks/pretrain_throughput.py --batches 128
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 from olives.config import Params, from_dict
 from olives.data.loader import SplitData
 from olives.models.backbone import create_backbone
-from olives.runtime import Runtime
+from olives.runtime import Runtime, started
 from olives.stages.pretrain import loop_config
 from olives.training.pretrain import Encoder, pretrain
 
@@ -49,7 +54,7 @@ def cache(folder: Path, n: int, size: int) -> SplitData:
 
 
 def measure(args: argparse.Namespace, batch: int, runtime: Runtime, folder: Path) -> dict:
-    """Scans per second of the second of two epochs, and the peak GPU memory (GiB)."""
+    """Scans per second (all ranks) of the second of two epochs, and the peak GPU memory (GiB)."""
     params = from_dict(
         Params,
         {
@@ -58,7 +63,7 @@ def measure(args: argparse.Namespace, batch: int, runtime: Runtime, folder: Path
             "train": {"progress": False},
         },
     )
-    data = cache(folder, batch * args.steps, args.size)
+    data = cache(folder, batch * args.steps * runtime.world_size, args.size)
     torch.manual_seed(0)
     backbone, data_config = create_backbone(args.backbone, "none", 0.0, (args.size, args.size))
     encoder = Encoder(backbone, data_config, params.pretrain.projection_dim)
@@ -84,8 +89,11 @@ def measure(args: argparse.Namespace, batch: int, runtime: Runtime, folder: Path
     loss = result.state.history[-1]["train_loss"]
     assert np.isfinite(loss), loss
     peak = torch.cuda.max_memory_allocated() / 2**30 if runtime.cuda else float("nan")
+    if not runtime.is_main:  # `pretrain` calls on_epoch on rank 0 only: rank 0 keeps time
+        times += [float("nan")] * 2
     return {
         "batch": batch,
+        "global_batch": batch * runtime.world_size,
         "scans_per_second": len(data) / (times[2] - times[1]),
         "first_epoch_seconds": times[1] - times[0],
         "peak_gib": peak,
@@ -101,25 +109,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    runtime = Runtime.from_env()
-    rows = []
-    print(f"{args.backbone}, {args.size} px, {runtime.device}, two views per scan")
-    print(f"{'batch':>6}{'scans/s':>10}{'views/s':>10}{'peak GiB':>10}")
+    with started(Runtime.from_env()) as runtime:
+        rows = sweep(args, runtime)
+    if args.json and runtime.is_main:
+        figures = {"backbone": args.backbone, "size": args.size, "runs": rows}
+        args.json.write_text(json.dumps(figures))
+
+
+def sweep(args: argparse.Namespace, runtime: Runtime) -> list[dict]:
+    """`measure` each batch size in turn until one does not fit; rank 0 prints the table."""
+    show = print if runtime.is_main else (lambda *_: None)
+    rows: list[dict] = []
+    show(f"{args.backbone}, {args.size} px, {runtime.device} x {runtime.world_size}, two views")
+    show(f"{'batch':>6}{'global':>8}{'scans/s':>10}{'views/s':>10}{'peak GiB':>10}")
     for batch in args.batches:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 row = measure(args, batch, runtime, Path(tmp))
             except torch.OutOfMemoryError:
-                print(f"{batch:>6}  out of memory")
+                show(f"{batch:>6}  out of memory")
                 break
         rows.append(row)
         s = row["scans_per_second"]
-        print(f"{batch:>6}{s:>10.0f}{2 * s:>10.0f}{row['peak_gib']:>10.2f}")
+        show(f"{batch:>6}{row['global_batch']:>8}{s:>10.0f}{2 * s:>10.0f}{row['peak_gib']:>10.2f}")
         if runtime.cuda:
             torch.cuda.empty_cache()
-    if args.json:
-        figures = {"backbone": args.backbone, "size": args.size, "runs": rows}
-        args.json.write_text(json.dumps(figures))
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ The step is the train stage's own (`training.train_epoch` / `train_step`: uint8 
 -> batched tensor augmentation -> forward -> backward), with two changes: `TwoViews` makes two
 augmented views of each batch, and the model is an `Encoder` (backbone + projection head) whose
 output the contrastive loss reads as `[batch, 2, dim]`. The batch's "labels" are the integer
-codes of the positive kinds (`contrastive.positive_codes`). The loop is `build_loop`'s, without a
-validation split; resumable through the same `Checkpoint`; deterministic on the CPU.
+codes of the positive kinds (`contrastive.positive_codes`); under DDP the loss contrasts each
+rank's anchors with the global batch of every rank's views (`ContrastiveLoss`). The loop is
+`build_loop`'s, without a validation split; resumable through the same `Checkpoint`;
+deterministic on the CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from olives.models.backbone import GreyInput
 from olives.runtime import Runtime
 from olives.training.augment import BatchAugment
 from olives.training.checkpoint import Checkpoint, TrainState
-from olives.training.contrastive import ProjectionHead, clinical_loss
+from olives.training.contrastive import ContrastiveLoss, ProjectionHead
 from olives.training.loop import build_loop, configure_torch, steps_per_epoch, train_epoch
 
 log = logging.getLogger(__name__)
@@ -68,20 +70,6 @@ class TwoViews(nn.Module):
         return torch.cat([self.augment(images, generator), self.augment(images, generator)])
 
 
-class ContrastiveLoss(nn.Module):
-    """`clinical_loss` of the encoder output [2B, D] with the batch's codes [B, K]."""
-
-    def __init__(self, temperature: float) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, projected: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        batch = codes.shape[0]
-        # float32: logits over a 0.07 temperature lose too much in bf16 under CUDA autocast
-        views = projected.float().view(2, batch, -1).transpose(0, 1)
-        return clinical_loss(views, codes.long(), self.temperature)
-
-
 @dataclass(frozen=True)
 class PretrainResult:
     encoder: Encoder
@@ -106,7 +94,7 @@ def pretrain(
         raise ValueError(
             f"pretrain: {len(data)} scans make no full batch of {cfg.batch_size} per rank"
         )
-    loss_fn, views = ContrastiveLoss(temperature), TwoViews(cfg.augment)
+    loss_fn, views = ContrastiveLoss(temperature, runtime), TwoViews(cfg.augment)
     loop = build_loop(encoder, loss_fn, {"train": data}, cfg, seed, (), runtime, augment=views)
     net, optimizer = loop.net, loop.optimizer
     state = checkpoint.load(net, optimizer, loop.scheduler) if checkpoint else None
