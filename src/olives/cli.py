@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 import textwrap
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from olives.config import ConfigError, EvaluateConfig, Params, load_params
+from olives.config import TTA_SHIFT, ConfigError, EvaluateConfig, Params, TtaView, load_params
 from olives.data.volumes import VOLUME_FROM
 from olives.errors import InputError
 from olives.evaluation.compare import DEFAULT_METRICS
@@ -177,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="volumes of scans whose input names none (no metadata volume, not DICOM): one per "
         "file (default) or one per folder",
     )
+    predict.add_argument(
+        "--tta",
+        nargs="+",
+        choices=typing.get_args(TtaView),
+        default=[],
+        metavar="VIEW",
+        help="test-time augmentation: average each scan's logits over the scan itself and these "
+        f"views (hflip: flipped left-right; shift: moved left and right by {TTA_SHIFT:.0%}% of "
+        "the width, zero fill) before calibration and thresholds, as evaluate.tta does; one "
+        "forward pass for the scan and one per view, shift being two (default: none)",
+    )
     parsers["promote"].add_argument(
         "--version", help="registered version to promote (default: the file in train.model_dir)"
     )
@@ -226,6 +238,7 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
             gradcam_dir=args.gradcam,
             batch_size=args.batch_size,
             volume_from=args.volume_from,
+            tta=args.tta,
         )
     elif args.command == "request":
         import json

@@ -216,13 +216,24 @@ class TrackingConfig:
     champion_alias: str | None = "champion"
 
 
+# Test-time views `evaluate.tta` and `olives predict --tta` may add to the identity
+# (`olives.models.inference`): a horizontal flip; shifts left and right by a few % of the width.
+TtaView = Literal["hflip", "shift"]
+TTA_SHIFT = 0.05  # the shift, as a fraction of the width: train.augment.max_shift's default
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     bootstrap: int = 1000
     ci: float = 0.95
     batch_size: int = 64
     amp: bool = True
+    tta: tuple[TtaView, ...] = ()  # test-time augmentation: () is off
     out_dir: str = "reports"
+
+    def __post_init__(self) -> None:
+        if len(set(self.tta)) != len(self.tta):
+            raise ConfigError(f"'evaluate.tta' = {list(self.tta)!r} names a view twice")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,15 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "target_layer",
             "title_strip",
         ],
-        "inference": ["autocast", "predict", "predict_logits"],
+        "inference": [
+            "TTA_VIEWS",
+            "autocast",
+            "predict",
+            "predict_logits",
+            "shift_width",
+            "tta_views",
+            "view_logits",
+        ],
         "weights": [
             "WeightsUnavailableError",
             "encoder_metadata",

@@ -13,6 +13,11 @@ it was trained on, input size, labels, thresholds, clinical inputs) with the cou
 predicted, failed and warned, and a `warning` when the model's outputs on real scans mean
 nothing (trained on synthetic OCT) or cannot be vouched for (its training data not recorded).
 Decisions are integers (`1`/`0`, empty where a row failed), never `1.0`.
+
+`--tta hflip shift` averages each scan's logits over the identity and those test-time views
+(`olives.models.inference`) before the model's temperatures and thresholds, as `evaluate.tta`
+does; `OUT.json`'s `tta` lists them. Grad-CAM overlays still explain the unaugmented scan. The
+served MLflow model (`olives.serving.pyfunc`) predicts without TTA.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,9 +208,10 @@ def run(
     gradcam_dir: Path | None = None,
     batch_size: int = INFERENCE_BATCH,
     volume_from: str = "file",
+    tta: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Predict every scan of `inputs` into `out` (CSV) and its card `OUT.json`; `--by` adds
-    `<out>.<by>.csv`."""
+    `<out>.<by>.csv`; `tta` names test-time views (none by default)."""
     card_file = card_path(out)
     path = model_file(model)
     sha256 = file_sha256(path)
@@ -215,7 +221,8 @@ def run(
     card |= registered(sha256)
     if card["warning"]:
         log.warning("%s", card["warning"])
-    predictor = Predictor(bundle, runtime, batch_size, True, identity(model, sha256))
+    model_id = identity(model, sha256)
+    predictor = Predictor(bundle, runtime, batch_size, True, model_id, tta=tuple(tta))
     table = predict_all(predictor, inputs, gradcam_dir)
     table["model_sha256"] = sha256
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +244,7 @@ def run(
     if gradcam_dir is not None:
         files["gradcam"] = str(gradcam_dir)
     counts = {"predicted": len(table) - failed, "failed": failed, "warned": doubtful}
-    write_json(card_file, {**card, "scans": counts, "files": files})
+    write_json(card_file, {**card, "tta": list(tta), "scans": counts, "files": files})
     return table
 
 

@@ -87,6 +87,7 @@ class Predictor:
     model_id: str = ""
     limits: ImageLimits = DEFAULT_LIMITS
     decode_threads: int = field(default_factory=_default_threads)
+    tta: tuple[str, ...] = ()  # test-time views (`olives.models.inference`); () for none
 
     def __post_init__(self) -> None:
         if self.decode_threads < 1:
@@ -220,6 +221,7 @@ class Predictor:
             self.runtime,
             self.batch_size,
             self.amp,
+            self.tta,
         )
         return self.bundle.probabilities(self.runtime.to_host(logits))
 

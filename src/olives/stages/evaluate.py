@@ -5,6 +5,8 @@ scan and biomarker: truth, probability `<L>_prob`, decision at the tuned thresho
 `vip_submission.csv` and `vip_labels.csv` (decisions and truth in the VIP Cup layout),
 `metrics.json` (every metric with its interval, per B-scan and, under `per_volume`, per
 volume), `summary.json` (the headline numbers DVC shows), `plots/` (DVC plots) and `figures/`.
+With `evaluate.tta` every number is of the mean logit over the identity and those views
+(`olives.models.inference`), and `metrics.json`'s `context.tta` says which.
 MLflow gets them from the `track` stage (`olives.stages.track`), which runs after every
 `dvc repro`, also when DVC skips or restores this stage.
 """
@@ -42,6 +44,7 @@ PARAMS = (
     "evaluate.ci",
     "evaluate.batch_size",
     "evaluate.amp",
+    "evaluate.tta",
 )
 # `summary.json`, what `dvc metrics show` / `dvc exp show` list: test split, macro averages.
 SUMMARY = {
@@ -67,7 +70,8 @@ def run(params: Params) -> dict[str, Any]:
     if len(test) == 0:
         raise InputError(f"the test split in {params.split.out_dir} is empty: nothing to evaluate")
     source = BatchSource(test, runtime)
-    logits = runtime.to_host(predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp))
+    logits = predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp, cfg.tta)
+    logits = runtime.to_host(logits)
     probs = bundle.probabilities(logits)
     thresholds, patient = bundle.threshold_array(), params.patient_column
     metrics = evaluate_predictions(
@@ -111,6 +115,7 @@ def context(params: Params, bundle: ModelBundle) -> dict[str, Any]:
         "seed": bundle.params.get("seed"),
         "pretrained": bundle.params.get("model.pretrained"),
         "freeze_backbone": bundle.params.get("train.freeze_backbone"),
+        "tta": list(params.evaluate.tta),  # test-time views beside the identity ([]: none)
     }
 
 
