@@ -1,5 +1,5 @@
 """Models: timm backbones (offline ImageNet weights) fused with clinical values, the model file
-(`ModelBundle`), batched inference and Grad-CAM.
+(`ModelBundle`), ensembles of trained models as one model file, batched inference and Grad-CAM.
 
 Names load on first use (`lazy_loader`), so importing one module of the package does not
 import the others (nor their DVC dependencies)."""
@@ -18,6 +18,14 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "parse_pretrained",
         ],
         "bundle": ["BundleError", "ModelBundle"],
+        "ensemble": [
+            "EnsembleNet",
+            "Member",
+            "check_members",
+            "combine",
+            "ensemble_from_description",
+            "is_ensemble",
+        ],
         "fusion": ["BiomarkerNet", "ClinicalMLP", "FiLM", "build_model", "model_from_description"],
         "gradcam": [
             "annotated_overlay",

@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from safetensors.torch import load_file, save_file
 from olives.errors import InputError
 from olives.evaluation.calibration import calibrated
 from olives.models.fusion import BiomarkerNet, model_from_description
+
+if TYPE_CHECKING:
+    from olives.models.ensemble import EnsembleNet
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,10 @@ class BundleError(InputError):
 
 @dataclass
 class ModelBundle:
-    """A trained `BiomarkerNet` and what it needs to be used on new scans."""
+    """A trained `BiomarkerNet` (or an `EnsembleNet` of them, `olives.models.ensemble`) and
+    what it needs to be used on new scans."""
 
-    model: BiomarkerNet
+    model: BiomarkerNet | EnsembleNet
     labels: tuple[str, ...]
     clinical: tuple[str, ...]
     thresholds: tuple[float, ...]
@@ -123,7 +127,7 @@ class ModelBundle:
         weights: dict[str, torch.Tensor],
         device: torch.device | str = "cpu",
     ) -> ModelBundle:
-        model = model_from_description(meta["description"])
+        model = _model_of(meta)
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
@@ -141,6 +145,21 @@ class ModelBundle:
             params=meta["params"],
             temperatures=tuple(meta.get("temperatures") or ()) or None,
         )
+
+
+def _model_of(meta: dict[str, Any]) -> BiomarkerNet | EnsembleNet:
+    """The architecture the metadata describes: one model, or an ensemble (whose input
+    statistics must be the bundle's own: the caller standardises with those)."""
+    from olives.models.ensemble import ensemble_from_description, is_ensemble
+
+    description = meta["description"]
+    if not is_ensemble(description):
+        return model_from_description(description)
+    if description.get("clinical_stats") != {
+        name: meta["clinical_stats"].get(name) for name in meta["clinical"]
+    }:
+        raise BundleError("the ensemble's input statistics differ from the bundle's clinical_stats")
+    return ensemble_from_description(description)
 
 
 def _weights_digest(weights: dict[str, torch.Tensor]) -> str:
