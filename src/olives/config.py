@@ -207,6 +207,24 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Pseudo-labels: the ensemble's probabilities on the unlabelled scans of patients in no
+    validation or test split, learned as soft targets (`training/distill.py`). A row's
+    confidence is the mean over biomarkers of |2p - 1| (0: every p is 0.5; 1: every p is 0
+    or 1)."""
+
+    weight: float = 0.5  # a pseudo-labelled row's loss weight; a labelled row's is 1
+    min_confidence: float = 0.5  # rows below it are not learned; 0 keeps every row
+    out_dir: str = "data/pseudo"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.weight <= 1:
+            raise ConfigError(f"'distill.weight' = {self.weight} must be in (0, 1]")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"'distill.min_confidence' = {self.min_confidence} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "olives-biomarkers"
@@ -289,6 +307,7 @@ class Params:
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -41,13 +41,15 @@ DEVICE_CACHE_SHARE = 0.5
 
 @dataclass(frozen=True)
 class SplitData:
-    """One split: cache rows, labels [N, L] and clinical features [N, 2C]."""
+    """One split: cache rows, labels [N, L] (0/1, or probabilities for pseudo-labelled rows),
+    clinical features [N, 2C] and optional loss weights [N] (None: every row counts 1)."""
 
     images: np.ndarray
     rows: np.ndarray
     labels: np.ndarray
     clinical: np.ndarray
     frame: pd.DataFrame
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -88,6 +90,7 @@ class Batch:
     clinical: torch.Tensor  # [B, 2C]
     labels: torch.Tensor  # [B, L]
     positions: torch.Tensor  # [B] positions in the split
+    weights: torch.Tensor | None = None  # [B] loss weights, when the split has them
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -139,6 +142,9 @@ class BatchSource:
         self.runtime = runtime
         self.labels = runtime.to_device(torch.from_numpy(data.labels))
         self.clinical = runtime.to_device(torch.from_numpy(data.clinical))
+        self.weights = None
+        if data.weights is not None:
+            self.weights = runtime.to_device(torch.from_numpy(data.weights.astype(np.float32)))
         self.images = self._upload() if on_device else None
 
     def __len__(self) -> int:
@@ -171,7 +177,10 @@ class BatchSource:
             yield self._batch(self.runtime.to_device(pixels), self.runtime.to_device(index))
 
     def _batch(self, pixels: torch.Tensor, index: torch.Tensor) -> Batch:
-        return Batch(to_unit_float(pixels), self.clinical[index], self.labels[index], index)
+        weights = None if self.weights is None else self.weights[index]
+        return Batch(
+            to_unit_float(pixels), self.clinical[index], self.labels[index], index, weights
+        )
 
     def _host_batches(
         self, chunks: list[np.ndarray]

@@ -1,5 +1,5 @@
-"""Training: the supervised loop, contrastive pre-training, losses, batch augmentation and
-resumable checkpoints.
+"""Training: the supervised loop, contrastive pre-training, losses, batch augmentation,
+resumable checkpoints and pseudo-labels (soft targets) for distillation.
 
 Names load on first use (`lazy_loader`), so importing one module of the package does not
 import the others (nor their DVC dependencies)."""
@@ -19,10 +19,18 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "positive_codes",
             "supcon_loss",
         ],
+        "distill": [
+            "PseudoLabelError",
+            "confidence",
+            "eligible_rows",
+            "pseudo_labels",
+            "with_pseudo_rows",
+        ],
         "loop": [
             "InitialLossError",
             "Loop",
             "TrainResult",
+            "batch_loss",
             "build_loop",
             "check_initial_loss",
             "configure_torch",

@@ -253,7 +253,7 @@ def check_initial_loss(loop: Loop, expected: float) -> float:
     losses = []
     with torch.no_grad():
         for batch in loop.train.batches(order[: size * INITIAL_LOSS_BATCHES], size):
-            losses.append(loop.loss_fn(loop.net(batch.images, batch.clinical), batch.labels))
+            losses.append(batch_loss(loop.loss_fn, loop.net(batch.images, batch.clinical), batch))
     observed = float(loop.runtime.to_host(torch.stack(losses).mean()))
     if abs(observed - expected) > 0.25 * expected + 0.02:
         raise InitialLossError(
@@ -312,7 +312,7 @@ def train_step(loop: Loop, batch: Batch, generator: torch.Generator) -> torch.Te
     images = loop.augment(batch.images, generator)
     with autocast(loop.cfg.amp, loop.runtime):
         logits = loop.model(images, batch.clinical)
-    loss = loop.loss_fn(logits.float(), batch.labels)
+    loss = batch_loss(loop.loss_fn, logits.float(), batch)
     loop.optimizer.zero_grad(set_to_none=True)
     loop.scaler.scale(loss).backward()
     loop.scaler.unscale_(loop.optimizer)
@@ -320,6 +320,14 @@ def train_step(loop: Loop, batch: Batch, generator: torch.Generator) -> torch.Te
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
     return loss
+
+
+def batch_loss(loss_fn: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The batch's loss, with its rows' weights when the split has them (pseudo-labelled
+    rows); a split without weights calls `loss_fn(logits, labels)` as every loss accepts."""
+    if batch.weights is None:
+        return loss_fn(logits, batch.labels)
+    return loss_fn(logits, batch.labels, batch.weights)
 
 
 def validate(loop: Loop) -> dict[str, Any]:

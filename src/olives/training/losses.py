@@ -1,8 +1,15 @@
 """Multi-label losses for the 6 biomarkers: focal (default), BCE, asymmetric (ASL).
 
-Every loss takes logits [B, L] and binary targets [B, L], computes in float32 (safe under
+Every loss takes logits [B, L] and targets [B, L] in [0, 1], computes in float32 (safe under
 autocast) and by default returns the mean over all B * L elements, so the three are on one
 scale. Parameters are validated when the loss is built; errors name the `loss.*` parameter.
+
+Soft targets (pseudo-labels, `training/distill.py`) follow the libraries' own definition:
+BCE is torch's (cross-entropy with a probability), focal is torchvision's `sigmoid_focal_loss`
+(p_t = p * y + (1 - p) * (1 - y)) and ASL is timm's; on 0/1 targets each is exactly the hard
+loss. An optional per-row `weight` [B] scales each row's terms before the mean over B * L, so a
+row of weight 0.5 moves the model half as far as a labelled row whatever else is in the batch
+(dividing by the weights' sum instead would let a batch of pseudo-labelled rows count in full).
 
 `alpha: auto` (focal) sets alpha_l = 1 - prevalence_l: the positive term of a biomarker seen in
 10 % of scans gets weight 0.9 and its negatives 0.1, balancing the two classes' total weight.
@@ -34,9 +41,9 @@ POS_WEIGHT_CLIP = (0.1, 10.0)
 class FocalLoss(nn.Module):
     """Sigmoid focal loss (Lin et al. 2017): alpha_t * (1 - p_t)^gamma * BCE.
 
-    The modulating factor is computed as exp(gamma * logsigmoid(...)), finite (with finite
-    gradients) even for logits of +-100 and any gamma >= 0; this uses the hard-label identity
-    1 - p_t = sigmoid(x * (1 - 2y)), so targets must be 0/1.
+    The modulating factor (1 - p_t)^gamma is computed as exp(gamma * log(1 - p_t)), finite (with
+    finite gradients) even for logits of +-100 and any gamma >= 0, where a power of 1 - p_t
+    underflows to 0 and its gradient to inf * 0 (`_log_one_minus_pt`).
     """
 
     def __init__(
@@ -55,15 +62,17 @@ class FocalLoss(nn.Module):
             raise ConfigError(f"'loss.alpha' = {alpha} must be a number or list in [0, 1]")
         self.register_buffer("alpha", alpha_t)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, y = _as_float(logits, targets)
         _check_alpha_width(self.alpha, x)
         loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
         if self.gamma:
-            loss = loss * torch.exp(self.gamma * F.logsigmoid(x * (1 - 2 * y)))
+            loss = loss * torch.exp(self.gamma * _log_one_minus_pt(x, y))
         if self.alpha is not None:
             loss = loss * (self.alpha * y + (1 - self.alpha) * (1 - y))
-        return _reduce(loss, self.reduction)
+        return _reduce(loss, self.reduction, weight)
 
 
 class BCELoss(nn.Module):
@@ -79,12 +88,14 @@ class BCELoss(nn.Module):
             raise ConfigError(f"'loss.pos_weight' = {pos_weight} must be a list of values > 0")
         self.register_buffer("pos_weight", weight)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, y = _as_float(logits, targets)
         loss = F.binary_cross_entropy_with_logits(
             x, y, pos_weight=self.pos_weight, reduction="none"
         )
-        return _reduce(loss, self.reduction)
+        return _reduce(loss, self.reduction, weight)
 
 
 class AsymmetricLoss(nn.Module):
@@ -114,12 +125,14 @@ class AsymmetricLoss(nn.Module):
         extra = {"reduction": "none"} if self.per_element else {}
         self.asl = AsymmetricLossMultiLabel(gamma_neg, gamma_pos, clip, **extra)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, y = _as_float(logits, targets)
         if self.per_element:
-            return _reduce(self.asl(x, y), self.reduction)
-        if self.reduction == "none":
-            raise RuntimeError("reduction='none' needs a timm whose ASL has `reduction`")
+            return _reduce(self.asl(x, y), self.reduction, weight)
+        if self.reduction == "none" or weight is not None:
+            raise RuntimeError("reduction='none' or a weight needs a timm ASL with `reduction`")
         return self.asl(x, y) / x.numel()
 
 
@@ -214,5 +227,16 @@ def _as_float(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
     return logits.float(), targets.float()
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+def _log_one_minus_pt(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log(1 - p_t) = log(y * (1 - p) + (1 - y) * p), from log-sigmoids: on 0/1 targets one
+    term is log(0) = -inf, which `logaddexp` drops exactly (and with zero gradient)."""
+    return torch.logaddexp(torch.log(y) + F.logsigmoid(-x), torch.log1p(-y) + F.logsigmoid(x))
+
+
+def _reduce(loss: torch.Tensor, reduction: str, weight: torch.Tensor | None) -> torch.Tensor:
+    """Per-row weights [B] scale each row's terms; the mean stays over every element."""
+    if weight is not None:
+        if weight.shape != loss.shape[:1]:
+            raise ValueError(f"weight {tuple(weight.shape)} must be [{loss.shape[0]}], one per row")
+        loss = loss * weight.to(loss.dtype).view(-1, *([1] * (loss.dim() - 1)))
     return loss.mean() if reduction == "mean" else loss
