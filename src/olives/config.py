@@ -279,8 +279,20 @@ class InitAxisConfig:
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    """k-fold teachers on the init axis's data (`fold` stage): one model per seed x fold, each
+    predicting its held-out fold, so every labelled non-test scan gets out-of-fold
+    probabilities. `folds` is the matrix and k = len(folds), so it must be 0..k-1."""
+
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    epochs: int = 10
+    fusion: Literal["image", "clinical", "concat", "film"] = "image"
+
+
+@dataclass(frozen=True)
 class PaperConfig:
-    """The paper's grids (paper/dvc.yaml): fusion x loss x seeds, and init x mode x seeds."""
+    """The paper's grids (paper/dvc.yaml): fusion x loss x seeds, init x mode x seeds, and the
+    k-fold teachers (seeds x folds)."""
 
     fusions: tuple[str, ...] = ("image", "clinical", "concat")
     losses: tuple[str, ...] = ("focal", "bce")
@@ -288,6 +300,7 @@ class PaperConfig:
     epochs: int | None = 2
     out_dir: str = "reports/paper"
     init: InitAxisConfig = field(default_factory=InitAxisConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 @dataclass(frozen=True)

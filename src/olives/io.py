@@ -224,6 +224,10 @@ class PaperFiles:
         """`init/<init>-<mode>-s<seed>/`: the initialisation axis's cells, laid out as `runs/`."""
         return self.root / "init"
 
+    def teacher(self, seed: int, fold: int) -> Path:
+        """`teacher/s<seed>/f<fold>/`: one k-fold teacher (split, model, train record, oof.csv)."""
+        return self.root / "teacher" / f"s{seed}" / f"f{fold}"
+
     def encoder(self, seed: int) -> Path:
         """`pretrain/s<seed>/`: the contrastive encoder of one seed (`PretrainFiles` layout)."""
         return self.root / "pretrain" / f"s{seed}"
