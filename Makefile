@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: repro test lint format bench paper clean-venv
+.PHONY: repro test lint format bench paper teacher clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ format: $(DEV)
 # The paper's ablation grid (paper/dvc.yaml) on the main pipeline's cache and split.
 paper: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro paper/dvc.yaml
+
+# The paper's teacher axis (paper/teacher/dvc.yaml): k-fold ensemble, pseudo-labels, student.
+teacher: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro paper/teacher/dvc.yaml
 
 bench: $(DEV)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done

@@ -147,16 +147,21 @@ def test_each_rule_is_defined_once():
     assert launchers == ["olives/runtime.py"]
 
 
+PIPELINE_FILES = tuple(
+    SRC.parent / p for p in ("dvc.yaml", "paper/dvc.yaml", "paper/teacher/dvc.yaml")
+)
+
+
 def test_one_stage_module_per_dvc_stage():
     names = set()
-    for path in (SRC.parent / "dvc.yaml", SRC.parent / "paper/dvc.yaml"):
+    for path in PIPELINE_FILES:
         names |= set(yaml.safe_load(path.read_text())["stages"])
     stage_files = {p.stem for p in (SRC / "olives/stages").glob("*.py")} - {"__init__"}
     assert stage_files == names
 
 
 def test_stage_commands_run_their_module():
-    for path in (SRC.parent / "dvc.yaml", SRC.parent / "paper/dvc.yaml"):
+    for path in PIPELINE_FILES:
         for name, stage in yaml.safe_load(path.read_text())["stages"].items():
             assert stage["cmd"].split()[:2] == ["olives", name]
 

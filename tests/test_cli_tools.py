@@ -84,6 +84,7 @@ def test_every_main_command_help_says_what_it_reads_writes_with_an_example(capsy
 
     parser = build_parser()
     paper = {"ablate", "init_data", "init_pretrain", "init_cell", "aggregate"}
+    paper |= {"fold", "ensemble", "pseudo", "single", "student", "teacher_table"}  # make teacher
     for name in set(STAGES) | set(TOOLS):
         with pytest.raises(SystemExit):
             parser.parse_args([name, "--help"])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.loss import AsymmetricLossMultiLabel
 
 from conftest import write_tiny_cache
-from olives.config import ConfigError, DistillConfig, LossConfig, Params, from_dict
+from olives.config import ConfigError, LossConfig, Params, from_dict
 from olives.data.loader import Batch, BatchSource, load_splits
 from olives.data.prepare import INDEX, read_index
 from olives.models import build_model
@@ -98,12 +98,11 @@ def test_confidence_is_mean_distance_from_one_half_and_filters_rows():
     assert everything["keep"].all()
 
 
-def test_distill_config_is_validated():
-    assert Params().distill == DistillConfig()
-    for bad in ({"weight": 0.0}, {"weight": 1.5}, {"min_confidence": -0.1}):
+def test_teacher_distillation_settings_are_validated():
+    for bad in ({"weight": 0.0}, {"weight": 1.5}, {"min_confidence": -0.1}, {"tta": []}):
         key = next(iter(bad))
-        with pytest.raises(ConfigError, match=rf"distill\.{key}"):
-            from_dict(Params, {"distill": bad})
+        with pytest.raises(ConfigError, match=rf"paper\.teacher\.{key}"):
+            from_dict(Params, {"paper": {"teacher": bad}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ from imports import SRC, closure_files
 from olives.config import Params, flatten, load_params, select
 
 REPO = SRC.parent
-PIPELINES = {"dvc.yaml": REPO / "dvc.yaml", "paper/dvc.yaml": REPO / "paper/dvc.yaml"}
+PIPELINES = {
+    "dvc.yaml": REPO / "dvc.yaml",
+    "paper/dvc.yaml": REPO / "paper/dvc.yaml",
+    "paper/teacher/dvc.yaml": REPO / "paper/teacher/dvc.yaml",
+}
 # Keys that change how a stage runs, never what it writes.
 RUNTIME_KEYS = (
     "data.raw_dir",

@@ -41,7 +41,7 @@ def tiny_params(root: Path) -> Params:
 def test_teacher_folders_seeds_and_tracking():
     params = Params()
     teacher = fold.fold_params(params, 2, 3)
-    root = Path(params.paper.out_dir) / "teacher/s2/f3"
+    root = Path(params.paper.out_dir) / "teacher/s2/folds/f3"
     assert Path(teacher.train.model_dir) == root / "model"  # a DVC output, not scratch
     assert Path(teacher.split.out_dir) == root / "split"
     assert Path(teacher.train.report_dir) == root / "train"
@@ -102,7 +102,7 @@ def test_k_fold_teachers_cover_every_labelled_non_test_scan_once(tmp_path, monke
     for k in (0, 1):
         summary = fold.run(params, 0, k)
         teacher = fold.fold_params(params, 0, k)
-        folder = tmp_path / "reports/paper/teacher/s0" / f"f{k}"
+        folder = tmp_path / "reports/paper/teacher/s0/folds" / f"f{k}"
         assert (folder / "model" / MODEL_FILE).is_file() and summary["oof_rows"] > 0
         index = read_index(folder / "split")
         # same official test split as the axis's

@@ -10,12 +10,12 @@ import torch
 from conftest import write_tiny_cache
 from olives.config import TrainConfig
 from olives.data.cache import open_cache
-from olives.data.prepare import read_index
+from olives.data.prepare import pretraining_rows, read_index
 from olives.models.backbone import create_backbone
 from olives.runtime import Runtime
 from olives.training.checkpoint import Checkpoint
 from olives.training.contrastive import positive_codes
-from olives.training.pretrain import Encoder, codes_as_split, pretrain, pretraining_rows
+from olives.training.pretrain import Encoder, codes_as_split, pretrain
 
 CPU = Runtime(torch.device("cpu"))
 

@@ -40,7 +40,14 @@ STAGES = {
     "init_pretrain": "the paper's init axis: the contrastive encoder of one seed",
     "init_cell": "the paper's init axis: train + evaluate one init x mode x seed cell",
     "aggregate": "the paper's tables: mean ± std over seeds per cell",
+    "fold": "the teacher axis: one k-fold teacher (seed x fold) and its out-of-fold probabilities",
+    "ensemble": "the teacher axis: a seed's fold teachers as one model file, tested",
+    "pseudo": "the teacher axis: the ensemble's soft labels on training patients' unlabelled scans",
+    "single": "the teacher axis: the baseline, one model on the labelled scans",
+    "student": "the teacher axis: one model on labelled + pseudo-labelled scans, tested +/- TTA",
+    "teacher_table": "the teacher axis's table: mean ± std over seeds, what helped",
 }
+SEEDED = ("init_pretrain", "ensemble", "pseudo", "single", "student")  # take --seed
 TOOLS = {
     "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
     "score": "score a VIP Cup submission CSV against a label CSV (phase-1 F1)",
@@ -129,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
     ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
     ablate.add_argument("--seed", required=True, type=int)
-    parsers["init_pretrain"].add_argument("--seed", required=True, type=int)
+    for name in SEEDED:
+        parsers[name].add_argument("--seed", required=True, type=int)
+    parsers["fold"].add_argument("--seed", required=True, type=int)
+    parsers["fold"].add_argument("--fold", required=True, type=int)
     cell = parsers["init_cell"]
     cell.add_argument("--init", required=True, choices=["imagenet", "contrastive"])
     cell.add_argument("--mode", required=True, choices=["linear", "finetune"])
@@ -259,10 +269,12 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
         from olives.stages import ablate
 
         ablate.run(params, args.fusion, args.loss, args.seed)
-    elif args.command == "init_pretrain":
-        from olives.stages import init_pretrain
+    elif args.command in SEEDED:
+        importlib.import_module(f"olives.stages.{args.command}").run(params, args.seed)
+    elif args.command == "fold":
+        from olives.stages import fold
 
-        init_pretrain.run(params, args.seed)
+        fold.run(params, args.seed, args.fold)
     elif args.command == "init_cell":
         from olives.stages import init_cell
 

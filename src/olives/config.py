@@ -207,24 +207,6 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """Pseudo-labels: the ensemble's probabilities on the unlabelled scans of patients in no
-    validation or test split, learned as soft targets (`training/distill.py`). A row's
-    confidence is the mean over biomarkers of |2p - 1| (0: every p is 0.5; 1: every p is 0
-    or 1)."""
-
-    weight: float = 0.5  # a pseudo-labelled row's loss weight; a labelled row's is 1
-    min_confidence: float = 0.5  # rows below it are not learned; 0 keeps every row
-    out_dir: str = "data/pseudo"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.weight <= 1:
-            raise ConfigError(f"'distill.weight' = {self.weight} must be in (0, 1]")
-        if not 0 <= self.min_confidence <= 1:
-            raise ConfigError(f"'distill.min_confidence' = {self.min_confidence} must be in [0, 1]")
-
-
-@dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "olives-biomarkers"
@@ -280,13 +262,28 @@ class InitAxisConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """k-fold teachers on the init axis's data (`fold` stage): one model per seed x fold, each
-    predicting its held-out fold, so every labelled non-test scan gets out-of-fold
-    probabilities. `folds` is the matrix and k = len(folds), so it must be 0..k-1."""
+    """The teacher axis (paper/teacher/dvc.yaml) on the init axis's data: k-fold teachers (one
+    model per seed x fold, each predicting its held-out fold, so every labelled non-test scan
+    gets out-of-fold probabilities; `folds` is the matrix, k = len(folds), so 0..k-1), their
+    ensemble, its pseudo-labels on the unlabelled scans of training patients (confidence: the
+    mean over biomarkers of |2p - 1|), and a student trained on both (`training/distill.py`)."""
 
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int = 10
     fusion: Literal["image", "clinical", "concat", "film"] = "image"
+    weight: float = 0.5  # a pseudo-labelled row's loss weight; a labelled row's is 1
+    min_confidence: float = 0.5  # rows below it are not learned; 0 keeps every row
+    tta: tuple[TtaView, ...] = ("hflip", "shift")  # the student + TTA row's views
+
+    def __post_init__(self) -> None:
+        if not 0 < self.weight <= 1:
+            raise ConfigError(f"'paper.teacher.weight' = {self.weight} must be in (0, 1]")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(
+                f"'paper.teacher.min_confidence' = {self.min_confidence} must be in [0, 1]"
+            )
+        if not self.tta or len(set(self.tta)) != len(self.tta):
+            raise ConfigError(f"'paper.teacher.tta' = {list(self.tta)!r}: one or more views, once")
 
 
 @dataclass(frozen=True)
@@ -320,7 +317,6 @@ class Params:
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -225,8 +225,14 @@ class PaperFiles:
         return self.root / "init"
 
     def teacher(self, seed: int, fold: int) -> Path:
-        """`teacher/s<seed>/f<fold>/`: one k-fold teacher (split, model, train record, oof.csv)."""
-        return self.root / "teacher" / f"s{seed}" / f"f{fold}"
+        """`teacher/s<seed>/folds/f<fold>/`: one k-fold teacher (split, model, train record,
+        oof.csv)."""
+        return self.teachers(seed) / "folds" / f"f{fold}"
+
+    def teachers(self, seed: int) -> Path:
+        """`teacher/s<seed>/`: the seed's fold teachers (`folds/`), `ensemble/`, `pseudo.parquet`,
+        `single/` and `student/` (each `model/`, `train/`, `eval/`; the student `eval_tta/`)."""
+        return self.root / "teacher" / f"s{seed}"
 
     def encoder(self, seed: int) -> Path:
         """`pretrain/s<seed>/`: the contrastive encoder of one seed (`PretrainFiles` layout)."""

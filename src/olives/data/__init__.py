@@ -52,6 +52,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "clinical_features",
             "fill_clinical",
             "make_splits",
+            "pretraining_rows",
             "read_index",
             "read_stats",
             "train_statistics",

@@ -114,3 +114,15 @@ def read_index(split_dir: Path) -> pd.DataFrame:
 def read_stats(split_dir: Path) -> dict[str, Any]:
     """Train-split statistics: clinical mean/std/median (imputation, scaling) and prevalence."""
     return read_json(Path(split_dir) / STATS)
+
+
+HELD_OUT = ("val", "test")
+
+
+def pretraining_rows(index: pd.DataFrame, patient_column: str) -> pd.DataFrame:
+    """The rows the encoder may see: the train split and the unlabelled rows of every patient
+    who is not in the validation or test split (so no held-out patient's scan, labelled or
+    not, shapes the features that are later evaluated on them)."""
+    held_out = set(index.loc[index["split"].isin(HELD_OUT), patient_column])
+    unlabeled = (index["split"] == "unlabeled") & ~index[patient_column].isin(held_out)
+    return index[(index["split"] == "train") | unlabeled].reset_index(drop=True)

@@ -23,7 +23,7 @@ HEADLINE = (
 )
 
 
-GRIDS = {"ablation": ("fusion", "loss"), "init": ("init", "mode")}
+GRIDS = {"ablation": ("fusion", "loss"), "init": ("init", "mode"), "teacher": ("method",)}
 
 
 def cell_keys(context: dict[str, Any]) -> dict[str, Any]:

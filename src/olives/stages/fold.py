@@ -111,7 +111,7 @@ def run(params: Params, seed: int, fold: int) -> dict[str, Any]:
     split.run(split_params(params, seed, fold))
     teacher = fold_params(params, seed, fold)
     summary = train.run(teacher)
-    tag_run(teacher, seed, fold)
+    tag_run(teacher, {GROUP_TAG: f"teacher-s{seed}", FOLD_TAG: fold})
     folder = PaperFiles(Path(params.paper.out_dir)).teacher(seed, fold)
     oof = write_oof(teacher, fold, folder / OOF)
     log.info(
@@ -123,20 +123,19 @@ def run(params: Params, seed: int, fold: int) -> dict[str, Any]:
     return {**summary, "oof_rows": len(oof)}
 
 
-def tag_run(teacher: Params, seed: int, fold: int) -> None:
-    """Tag the MLflow run that trained this model file so the k teachers of a seed group."""
-    tracker = Tracker(teacher.tracking)
+def tag_run(cell: Params, tags: dict[str, Any]) -> None:
+    """Tag the MLflow run that trained this cell's model file (so a seed's teachers, ensemble
+    and student group in the runs table)."""
+    tracker = Tracker(cell.tracking)
     if not tracker.enabled:
         return
-    sha = file_sha256(Path(teacher.train.model_dir) / MODEL_FILE)
+    sha = file_sha256(Path(cell.train.model_dir) / MODEL_FILE)
     run_id = tracker.find_run(SHA_TAG, sha)
     if run_id is None:
-        log.warning(
-            "no MLflow run holds model %s: %s is not tagged", sha[:12], teacher_name(seed, fold)
-        )
+        log.warning("no MLflow run holds model %s: it is not tagged", sha[:12])
         return
     with tracker.run(run_id=run_id):
-        tracker.set_tags({GROUP_TAG: f"teacher-s{seed}", FOLD_TAG: fold})
+        tracker.set_tags(tags)
 
 
 def predict_split(

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from olives.config import Params, TrainConfig, flatten, select, to_dict
 from olives.data.cache import open_cache
-from olives.data.prepare import read_index
+from olives.data.prepare import pretraining_rows, read_index
 from olives.io import PretrainFiles, read_json, reset_dir, write_json
 from olives.models.backbone import create_backbone
 from olives.runtime import Runtime, needs_launch, started, torchrun
@@ -30,7 +30,7 @@ from olives.tracking.runs import Tracker
 from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
 from olives.training.contrastive import positive_codes
-from olives.training.pretrain import Encoder, codes_as_split, pretrain, pretraining_rows
+from olives.training.pretrain import Encoder, codes_as_split, pretrain
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from olives.tracking.provenance import dvc_hash, git_commit
 from olives.tracking.runs import Tracker
 from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
+from olives.training.distill import with_pseudo_rows
 from olives.training.loop import TrainResult, fit
 from olives.training.losses import build_loss, expected_initial_loss
 
@@ -76,16 +77,23 @@ PARAMS = (
 HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the log, not DVC
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: Params, pseudo: Path | None = None) -> dict[str, Any]:
+    """Train; with `pseudo` (a pseudo-label table, `training.distill`) its kept rows join the
+    train split as soft targets of weight `paper.teacher.weight` (the teacher axis's student)."""
     if needs_launch(params.train.nproc_per_node):
+        if pseudo is not None:
+            raise InputError(
+                "a student (pseudo-labelled rows) trains in one process: set "
+                "train.nproc_per_node: 1"
+            )
         torchrun(to_dict(params), "train", params.train.nproc_per_node)
         return read_json(TrainFiles(Path(params.train.report_dir)).metrics)
     runtime = Runtime.from_env()
     with started(runtime):
-        return train(params, runtime)
+        return train(params, runtime, pseudo)
 
 
-def train(params: Params, runtime: Runtime) -> dict[str, Any]:
+def train(params: Params, runtime: Runtime, pseudo: Path | None = None) -> dict[str, Any]:
     cfg = params.train
     off = dataclasses.replace(params.tracking, enabled=False)
     tracker = Tracker(params.tracking if runtime.is_main else off)
@@ -97,13 +105,23 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
         params.clinical,
         names=("train", "val"),
     )
-    prevalence = data["train"].labels.mean(axis=0)
+    prevalence = data["train"].labels.mean(axis=0)  # of the labelled rows
+    if pseudo is not None:
+        data["train"] = with_pseudo_rows(
+            data["train"],
+            pd.read_parquet(pseudo),
+            params.labels,
+            params.clinical,
+            params.paper.teacher.weight,
+        )
     torch.manual_seed(params.seed)  # the initial weights of any layer not pretrained
     size = (int(data["train"].images.shape[1]), int(data["train"].images.shape[2]))
     model = build_model(model_config(params), len(params.labels), len(params.clinical), size)
     model.init_head_bias(prevalence)
-    checkpoint = open_checkpoint(params, data)
-    expected = expected_initial_loss(params.loss, prevalence) if cfg.check_initial_loss else None
+    checkpoint = open_checkpoint(params, data, pseudo)
+    # the check's expected loss is of hard labels: soft pseudo-labels would trip it
+    check = cfg.check_initial_loss and pseudo is None
+    expected = expected_initial_loss(params.loss, prevalence) if check else None
     resume = (
         tracker.resumable(checkpoint.saved_run_id()) if checkpoint and tracker.enabled else None
     )
@@ -140,12 +158,17 @@ def train(params: Params, runtime: Runtime) -> dict[str, Any]:
     return summary
 
 
-def open_checkpoint(params: Params, data: dict[str, SplitData]) -> Checkpoint | None:
-    """This run's checkpoint (None with `train.resume: false`): keyed by the result params and
-    the rows, so another run's file is never resumed."""
+def open_checkpoint(
+    params: Params, data: dict[str, SplitData], pseudo: Path | None = None
+) -> Checkpoint | None:
+    """This run's checkpoint (None with `train.resume: false`): keyed by the result params,
+    the rows and any pseudo-label table, so another run's file is never resumed."""
     if not params.train.resume:
         return None
-    key = fingerprint(select(params, PARAMS), data["train"].rows, data["val"].rows)
+    result = select(params, PARAMS)
+    if pseudo is not None:
+        result |= {"pseudo": file_sha256(pseudo), "weight": params.paper.teacher.weight}
+    key = fingerprint(result, data["train"].rows, data["val"].rows)
     return Checkpoint(Path(params.train.checkpoint_dir) / CHECKPOINT_FILE, key)
 
 

@@ -13,8 +13,12 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "checkpoint": ["Checkpoint", "TrainState", "fingerprint"],
         "contrastive": [
             "ContrastiveConfigError",
+            "ContrastiveLoss",
+            "GatherWithGradient",
             "ProjectionHead",
+            "anchor_scans",
             "clinical_loss",
+            "global_views",
             "label_codes",
             "positive_codes",
             "supcon_loss",
@@ -56,13 +60,11 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "resolve_pos_weight",
         ],
         "pretrain": [
-            "ContrastiveLoss",
             "Encoder",
             "PretrainResult",
             "TwoViews",
             "codes_as_split",
             "pretrain",
-            "pretraining_rows",
         ],
     },
 )

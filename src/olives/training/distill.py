@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from olives.data.loader import SplitData
-from olives.data.prepare import clinical_features
+from olives.data.prepare import clinical_features, pretraining_rows
 from olives.errors import InputError
-from olives.training.pretrain import pretraining_rows
 
 ROW = "row"
 CONFIDENCE = "confidence"

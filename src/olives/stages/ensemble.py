@@ -1,0 +1,105 @@
+"""`ensemble` (paper/teacher/dvc.yaml): one seed's k fold teachers as one model file, tested.
+
+The members' calibrated probabilities are averaged (`olives.models.ensemble`); the thresholds
+are tuned on the out-of-fold probabilities (each labelled non-test scan predicted by the
+teacher that never trained on it: no scan the decisions are tuned on was learned). The file is
+an ordinary model bundle, so `evaluate` scores it on the axis's test split like any model, and
+`olives predict --model` and the MLflow pyfunc take it unchanged. Writes
+`paper.out_dir/teacher/s<seed>/ensemble/{model,eval}`; the test metrics go to an MLflow run of
+the `<experiment>-paper` experiment, found again by the file's SHA-256 (never registered).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from olives.config import Params
+from olives.data.prepare import read_stats
+from olives.evaluation.metrics import tune_thresholds
+from olives.io import PaperFiles, file_sha256, reset_dir
+from olives.models import ModelBundle
+from olives.models.bundle import FILE as MODEL_FILE
+from olives.models.ensemble import combine
+from olives.stages import evaluate, fold, track
+from olives.stages.init_data import data_params
+from olives.tracking.registry import SHA_TAG
+from olives.tracking.runs import Tracker
+
+log = logging.getLogger(__name__)
+
+PARAMS = (*evaluate.PARAMS, "paper.teacher.folds")
+
+
+def out_of_fold(folders: list[Path], labels: tuple[str, ...]) -> pd.DataFrame:
+    """The k teachers' `oof.csv` files as one table, each scan once."""
+    table = pd.concat([pd.read_csv(f / fold.OOF) for f in folders], ignore_index=True)
+    if table["row"].duplicated().any():
+        raise ValueError(f"{folders[0].parent}: a scan is out of fold in two folds")
+    missing = [c for name in labels for c in (name, f"{name}_prob") if c not in table]
+    if missing:
+        raise ValueError(f"{folders[0].parent}: out-of-fold files lack {missing}")
+    return table
+
+
+def build(params: Params, seed: int) -> ModelBundle:
+    """The ensemble of the seed's fold teachers, thresholds tuned out of fold."""
+    folds = params.paper.teacher.folds
+    fold.check_teacher(params.paper.teacher, folds[0])
+    paper = PaperFiles(Path(params.paper.out_dir))
+    folders = [paper.teacher(seed, f) for f in folds]
+    paths = [folder / "model" / MODEL_FILE for folder in folders]
+    members = [ModelBundle.load(path, "cpu") for path in paths]
+    labels = members[0].labels
+    oof = out_of_fold(folders, labels)
+    thresholds = tune_thresholds(
+        oof[list(labels)].to_numpy(), oof[[f"{name}_prob" for name in labels]].to_numpy()
+    )
+    stats = read_stats(Path(data_params(params).split.out_dir))["clinical"]
+    hashes = [file_sha256(path) for path in paths]
+    return combine(members, [float(t) for t in thresholds], stats, hashes, {"seed": seed})
+
+
+def cell_params(params: Params, seed: int, name: str) -> Params:
+    """The axis's data and test split, the model file and evaluation under
+    `teacher/s<seed>/<name>/`, the `-paper` MLflow experiment, nothing registered."""
+    folder = PaperFiles(Path(params.paper.out_dir)).teachers(seed) / name
+    axis = data_params(params)
+    return dataclasses.replace(
+        axis,
+        seed=seed,
+        train=dataclasses.replace(params.train, model_dir=str(folder / "model")),
+        evaluate=dataclasses.replace(params.evaluate, out_dir=str(folder / "eval")),
+        tracking=dataclasses.replace(
+            params.tracking,
+            experiment=f"{params.tracking.experiment}-paper",
+            registered_model=None,
+        ),
+    )
+
+
+def record(cell: Params, run_name: str, tags: dict[str, Any]) -> None:
+    """An MLflow run with the test metrics of `cell`'s model file, once per file (found again
+    by its SHA-256, so DVC restoring the stage or running it twice adds nothing)."""
+    tracker = Tracker(cell.tracking)
+    if not tracker.enabled:
+        return
+    sha = file_sha256(Path(cell.train.model_dir) / MODEL_FILE)
+    if tracker.find_run(SHA_TAG, sha) is not None:
+        return
+    with tracker.run(run_name=run_name, tags={SHA_TAG: sha, **tags}):
+        tracker.log_metrics(track.tested(cell, sha))
+
+
+def run(params: Params, seed: int) -> dict[str, Any]:
+    cell = cell_params(params, seed, "ensemble")
+    bundle = build(params, seed)
+    bundle.save(reset_dir(cell.train.model_dir))
+    metrics = evaluate.run(cell)
+    record(cell, f"teacher-s{seed}-ensemble", {fold.GROUP_TAG: f"teacher-s{seed}"})
+    log.info("ensemble s%d: test macro AUROC %s", seed, metrics["macro"].get("auroc"))
+    return metrics

@@ -1,0 +1,141 @@
+"""The teacher axis end to end on tiny data: k-fold teachers -> ensemble (one model file,
+thresholds tuned out of fold) -> pseudo-labels on training patients' unlabelled scans only ->
+student (labelled + soft targets) and single baseline -> the table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from olives.cli import main
+from olives.config import Params, from_dict
+from olives.data.cache import open_cache
+from olives.data.loader import load_splits
+from olives.data.prepare import read_index
+from olives.evaluation.metrics import tune_thresholds
+from olives.io import PaperFiles, file_sha256, read_json
+from olives.models.bundle import FILE as MODEL_FILE
+from olives.models.bundle import ModelBundle
+from olives.runtime import Runtime
+from olives.stages import ensemble, fold, init_data, pseudo, single, student, teacher_table
+from olives.stages.init_data import data_params
+
+LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
+
+
+@pytest.fixture(scope="module")
+def axis(tmp_path_factory):
+    """The chain for seed 0 with k = 2 (1 epoch, 32 px), run once in a scratch folder."""
+    root = tmp_path_factory.mktemp("teacher")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = from_dict(
+        Params,
+        {
+            "data": {"synthetic": {"width": 64, "height": 64}},
+            "train": {"batch_size": 16, "progress": False, "num_threads": 1},
+            "evaluate": {"bootstrap": 10},
+            "tracking": {"tracking_uri": f"sqlite:///{root}/store/mlflow.db"},
+            "paper": {
+                "seeds": [0],
+                "init": {"preset": "tiny", "unlabeled_fraction": 2.0, "size": 32},
+                "teacher": {"folds": [0, 1], "epochs": 1, "min_confidence": 0.2},
+            },
+        },
+    )
+    init_data.run(params)
+    for k in (0, 1):
+        fold.run(params, 0, k)
+    ensemble.run(params, 0)
+    pseudo.run(params, 0)
+    single.run(params, 0)
+    student.run(params, 0)
+    teacher_table.run(params)
+    yield root, params, PaperFiles(root / params.paper.out_dir).teachers(0)
+    mp.undo()
+
+
+def test_the_ensemble_averages_its_members_and_tunes_thresholds_out_of_fold(axis):
+    root, params, seed = axis
+    bundle = ModelBundle.load(seed / "ensemble/model", "cpu")
+    members = [ModelBundle.load(seed / f"folds/f{k}/model", "cpu") for k in (0, 1)]
+    test = load_splits(
+        root / data_params(params).preprocess.cache_dir,
+        root / data_params(params).split.out_dir,
+        LABELS,
+        params.clinical,
+        names=("test",),
+    )["test"]
+    cell = ensemble.cell_params(params, 0, "ensemble")
+    cpu = Runtime.from_env()
+    mean = np.mean([fold.predict_split(cell, m, test, cpu) for m in members], axis=0)
+    np.testing.assert_allclose(fold.predict_split(cell, bundle, test, cpu), mean, atol=1e-5)
+    oof = pd.concat([pd.read_csv(seed / f"folds/f{k}/oof.csv") for k in (0, 1)])
+    tuned = tune_thresholds(oof[list(LABELS)].to_numpy(), oof[[f"{n}_prob" for n in LABELS]])
+    np.testing.assert_allclose(bundle.thresholds, tuned)
+    metrics = read_json(seed / "ensemble/eval/metrics.json")
+    assert metrics["context"]["model_sha256"] == file_sha256(seed / "ensemble/model" / MODEL_FILE)
+
+
+def test_no_validation_or_test_patient_gets_a_pseudo_label(axis):
+    root, params, seed = axis
+    index = read_index(root / data_params(params).split.out_dir)
+    held_out = set(index.loc[index["split"].isin(["val", "test"]), "Patient_ID"])
+    table = pd.read_parquet(seed / "pseudo.parquet")
+    assert len(table) > 0 and not set(table["Patient_ID"]) & held_out
+    assert (table["split"] == "unlabeled").all()
+    eligible = index[(index["split"] == "unlabeled") & ~index["Patient_ID"].isin(held_out)]
+    assert set(table["row"]) == set(eligible["row"])  # every eligible scan, no other
+    assert table["confidence"].between(0, 1).all()
+    assert (table["keep"] == (table["confidence"] >= 0.2)).all()
+    assert table[list(LABELS)].stack().between(0, 1).all()
+
+
+def test_the_student_learns_from_the_pseudo_labels_and_is_tested_with_and_without_tta(axis):
+    _, _, seed = axis
+    sha = {kind: file_sha256(seed / kind / "model" / MODEL_FILE) for kind in ("single", "student")}
+    assert sha["single"] != sha["student"]  # same recipe and seed: only the pseudo rows differ
+    plain = read_json(seed / "student/eval/metrics.json")["context"]
+    views = read_json(seed / "student/eval_tta/metrics.json")["context"]
+    assert plain["tta"] == [] and views["tta"] == ["hflip", "shift"]
+    assert plain["model_sha256"] == views["model_sha256"] == sha["student"]
+
+
+def test_predict_takes_the_ensemble_and_the_student(axis, tmp_path):
+    root, params, seed = axis
+    images, _ = open_cache(root / data_params(params).preprocess.cache_dir)
+    Image.fromarray(np.asarray(images[0])).save(tmp_path / "scan.png")
+    for kind in ("ensemble", "student"):
+        out = tmp_path / f"{kind}.csv"
+        model = str(seed / kind / "model")
+        assert (
+            main(["predict", str(tmp_path / "scan.png"), "--model", model, "--out", str(out)]) == 0
+        )
+        table = pd.read_csv(out)
+        assert table[[f"{n}_prob" for n in LABELS]].stack().between(0, 1).all()
+        assert table["model_sha256"].item() == file_sha256(seed / kind / "model" / MODEL_FILE)
+
+
+def test_the_table_compares_the_four_methods_and_says_what_helped(axis):
+    root, params, _ = axis
+    text = (root / params.paper.out_dir / "teacher.md").read_text()
+    runs = pd.read_csv(root / params.paper.out_dir / "teacher_runs.csv")
+    assert runs["method"].tolist() == ["single", "ensemble", "student", "student + TTA"]
+    assert "### What helped" in text
+    for method in ("ensemble", "student", "student + TTA"):
+        assert f"**{method}**" in text
+
+
+def test_the_runs_of_a_seed_group_in_mlflow(axis):
+    from mlflow import MlflowClient
+
+    root, _, _ = axis
+    client = MlflowClient(f"sqlite:///{root}/store/mlflow.db")
+    experiment = client.get_experiment_by_name("olives-biomarkers-paper")
+    runs = client.search_runs([experiment.experiment_id], "tags.`olives.group` = 'teacher-s0'")
+    assert len(runs) == 5  # two teachers, the ensemble, single and student
+    ensemble_run = next(r for r in runs if r.info.run_name == "teacher-s0-ensemble")
+    assert "test_macro_auroc" in ensemble_run.data.metrics
