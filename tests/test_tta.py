@@ -4,7 +4,6 @@ checked against the model run by hand on each flipped or shifted batch."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +12,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+import test_predict
 from conftest import write_tiny_cache
 from olives.cli import main
-from olives.config import ConfigError, ModelConfig, Params, from_dict, load_params
+from olives.config import ConfigError, Params, from_dict, load_params
 from olives.data.loader import BatchSource, SplitData, load_splits
-from olives.models import ModelBundle, build_model
+from olives.models import ModelBundle
 from olives.models.inference import predict_logits, shift_width, tta_views, view_logits
 from olives.runtime import Runtime
 from olives.stages import evaluate
 
 CPU = Runtime(torch.device("cpu"))
+model_dir = test_predict.model_dir  # the fixture: a tiny concat model on disk
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 STATS = {
     "BCVA": {"mean": 70.0, "std": 10.0, "median": 72.0},
@@ -125,25 +126,6 @@ def test_config_rejects_unknown_and_repeated_views(tmp_path):
     path.write_text("evaluate:\n  tta: [rotate]\n")
     with pytest.raises(ConfigError, match=r"params.yaml: 'evaluate.tta\[0\]' = 'rotate'"):
         load_params(path)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(pretrained="none", fusion="concat"), len(LABELS), 2)
-    nn.init.normal_(model.head.weight, std=0.5)
-    bundle = ModelBundle(
-        model=model,
-        labels=LABELS,
-        clinical=("BCVA", "CST"),
-        thresholds=(0.5, 0.4, 0.6, 0.5, 0.3, 0.5),
-        clinical_stats=STATS,
-        image_size=(32, 32),
-        temperatures=(1.0, 2.0, 0.5, 1.0, 1.5, 1.0),
-    )
-    folder = tmp_path_factory.mktemp("model")
-    bundle.save(folder)
-    return folder
 
 
 def test_predict_tta_averages_logits_before_calibration(model_dir, tmp_path):
