@@ -7,17 +7,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 from olives.config import ConfigError, Params, from_dict
-from olives.data.cache import open_cache
-from olives.data.prepare import clinical_features, read_index
-from olives.models.bundle import FILE as MODEL_FILE
-from olives.models.bundle import ModelBundle
-from olives.stages import fold, init_data
+from olives.stages import fold
 from olives.stages.init_data import data_params
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
@@ -76,64 +69,6 @@ def test_unknown_teacher_key_and_wrong_fusion_name_the_key():
         from_dict(Params, {"paper": {"teacher": {"fold": [0, 1]}}})
     with pytest.raises(ConfigError, match=r"'paper\.teacher\.fusion' = 'late'"):
         from_dict(Params, {"paper": {"teacher": {"fusion": "late"}}})
-
-
-def reference_probabilities(bundle: ModelBundle, cache_dir: str, rows: pd.DataFrame) -> np.ndarray:
-    """sigmoid(logit / T), computed by hand from the cache pixels and clinical features."""
-    images, _ = open_cache(Path(cache_dir))
-    pixels = torch.from_numpy(np.asarray(images[rows["row"].to_numpy()])).unsqueeze(1) / 255.0
-    clinical = torch.from_numpy(clinical_features(rows, bundle.clinical))
-    with torch.no_grad():
-        logits = bundle.model.eval()(pixels.float(), clinical).double()
-    return torch.sigmoid(logits / torch.tensor(bundle.temperatures, dtype=torch.float64)).numpy()
-
-
-def test_k_fold_teachers_cover_every_labelled_non_test_scan_once(tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    params = tiny_params(tmp_path)
-    init_data.run(params)
-    axis = read_index(tmp_path / data_params(params).split.out_dir)
-    pool = axis[axis["labelled"] & (axis["split"] != "test")]
-    assert pool["Patient_ID"].nunique() >= 4
-    val_patients, oofs = [], []
-    for k in (0, 1):
-        summary = fold.run(params, 0, k)
-        teacher = fold.fold_params(params, 0, k)
-        folder = tmp_path / "reports/paper/teacher/s0/folds" / f"f{k}"
-        assert (folder / "model" / MODEL_FILE).is_file() and summary["oof_rows"] > 0
-        index = read_index(folder / "split")
-        # same official test split as the axis's
-        assert set(index.loc[index["split"] == "test", "image_id"]) == set(
-            axis.loc[axis["split"] == "test", "image_id"]
-        )
-        val = index[index["split"] == "val"].reset_index(drop=True)
-        val_patients.append(set(val["Patient_ID"]))
-        oof = pd.read_csv(folder / "oof.csv")
-        assert oof["image_id"].tolist() == val["image_id"].tolist()
-        assert (oof["fold"] == k).all()
-        assert (oof[list(LABELS)].to_numpy() == val[list(LABELS)].to_numpy()).all()
-        probs = oof[[f"{n}_prob" for n in LABELS]].to_numpy()
-        assert ((probs >= 0) & (probs <= 1)).all()
-        bundle = ModelBundle.load(Path(teacher.train.model_dir), "cpu")
-        assert any(t != 1.0 for t in bundle.temperatures)  # calibrated, not plain sigmoids
-        reference = reference_probabilities(bundle, teacher.preprocess.cache_dir, val)
-        np.testing.assert_allclose(probs, reference, atol=2e-6)
-        oofs.append(oof)
-    assert not val_patients[0] & val_patients[1]
-    assert val_patients[0] | val_patients[1] == set(pool["Patient_ID"])
-    both = pd.concat(oofs)
-    assert both["image_id"].is_unique
-    assert set(both["image_id"]) == set(pool["image_id"])
-    # the two teachers are one MLflow group, told apart by fold, never registered
-    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    experiment = client.get_experiment_by_name("olives-biomarkers-paper")
-    runs = client.search_runs([experiment.experiment_id], "tags.`olives.group` = 'teacher-s0'")
-    assert sorted(r.data.tags["olives.fold"] for r in runs) == ["0", "1"]
-    assert all("best_val_macro_auroc" in r.data.metrics for r in runs)
-    assert not client.search_registered_models()
 
 
 def test_teachers_refuse_the_main_pipelines_encoder():

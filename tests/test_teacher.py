@@ -4,16 +4,19 @@ student (labelled + soft targets) and single baseline -> the table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from olives.cli import main
 from olives.config import Params, from_dict
 from olives.data.cache import open_cache
 from olives.data.loader import load_splits
-from olives.data.prepare import read_index
+from olives.data.prepare import clinical_features, read_index
 from olives.evaluation.metrics import tune_thresholds
 from olives.io import PaperFiles, file_sha256, read_json
 from olives.models.bundle import FILE as MODEL_FILE
@@ -56,6 +59,46 @@ def axis(tmp_path_factory):
     teacher_table.run(params)
     yield root, params, PaperFiles(root / params.paper.out_dir).teachers(0)
     mp.undo()
+
+
+def reference_probabilities(bundle: ModelBundle, cache_dir: str, rows: pd.DataFrame) -> np.ndarray:
+    """sigmoid(logit / T), computed by hand from the cache pixels and clinical features."""
+    images, _ = open_cache(Path(cache_dir))
+    pixels = torch.from_numpy(np.asarray(images[rows["row"].to_numpy()])).unsqueeze(1) / 255.0
+    clinical = torch.from_numpy(clinical_features(rows, bundle.clinical))
+    with torch.no_grad():
+        logits = bundle.model.eval()(pixels.float(), clinical).double()
+    return torch.sigmoid(logits / torch.tensor(bundle.temperatures, dtype=torch.float64)).numpy()
+
+
+def test_k_fold_teachers_cover_every_labelled_non_test_scan_once(axis):
+    root, params, seed = axis
+    axis_index = read_index(root / data_params(params).split.out_dir)
+    pool = axis_index[axis_index["labelled"] & (axis_index["split"] != "test")]
+    assert pool["Patient_ID"].nunique() >= 4
+    val_patients, oofs = [], []
+    for k in (0, 1):
+        folder = seed / "folds" / f"f{k}"
+        index = read_index(folder / "split")
+        test = index["split"] == "test"  # the axis's official test split, unchanged
+        assert set(index.loc[test, "image_id"]) == set(
+            axis_index.loc[axis_index["split"] == "test", "image_id"]
+        )
+        val = index[index["split"] == "val"].reset_index(drop=True)
+        val_patients.append(set(val["Patient_ID"]))
+        oof = pd.read_csv(folder / "oof.csv")
+        assert oof["image_id"].tolist() == val["image_id"].tolist() and (oof["fold"] == k).all()
+        assert (oof[list(LABELS)].to_numpy() == val[list(LABELS)].to_numpy()).all()
+        bundle = ModelBundle.load(folder / "model", "cpu")
+        assert any(t != 1.0 for t in bundle.temperatures)  # calibrated, not plain sigmoids
+        cache = root / data_params(params).preprocess.cache_dir
+        probs = oof[[f"{n}_prob" for n in LABELS]].to_numpy()
+        np.testing.assert_allclose(probs, reference_probabilities(bundle, cache, val), atol=2e-6)
+        oofs.append(oof)
+    assert not val_patients[0] & val_patients[1]
+    assert val_patients[0] | val_patients[1] == set(pool["Patient_ID"])
+    both = pd.concat(oofs)
+    assert both["image_id"].is_unique and set(both["image_id"]) == set(pool["image_id"])
 
 
 def test_the_ensemble_averages_its_members_and_tunes_thresholds_out_of_fold(axis):
@@ -137,5 +180,13 @@ def test_the_runs_of_a_seed_group_in_mlflow(axis):
     experiment = client.get_experiment_by_name("olives-biomarkers-paper")
     runs = client.search_runs([experiment.experiment_id], "tags.`olives.group` = 'teacher-s0'")
     assert len(runs) == 5  # two teachers, the ensemble, single and student
+    assert sorted(r.data.tags["olives.fold"] for r in runs if "olives.fold" in r.data.tags) == [
+        "0",
+        "1",
+    ]
+    assert all(
+        "best_val_macro_auroc" in r.data.metrics for r in runs if "olives.fold" in r.data.tags
+    )
+    assert not client.search_registered_models()  # a paper cell is never a served model
     ensemble_run = next(r for r in runs if r.info.run_name == "teacher-s0-ensemble")
     assert "test_macro_auroc" in ensemble_run.data.metrics
