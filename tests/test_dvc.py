@@ -144,7 +144,8 @@ def stale_entries(status: dict) -> list[str]:
     for stage, entries in status.items():
         for entry in entries:
             if isinstance(entry, str):
-                problems.append(f"{stage}: {entry}")
+                if entry != "always changed":  # `track` runs on every repro by design
+                    problems.append(f"{stage}: {entry}")
                 continue
             for path, state in entry.get("changed deps", {}).items():
                 if isinstance(state, dict) or path.startswith("src/"):  # params, code
