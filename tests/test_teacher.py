@@ -17,6 +17,7 @@ from olives.config import Params, from_dict
 from olives.data.cache import open_cache
 from olives.data.loader import load_splits
 from olives.data.prepare import clinical_features, read_index
+from olives.errors import InputError
 from olives.evaluation.metrics import tune_thresholds
 from olives.io import PaperFiles, file_sha256, read_json
 from olives.models.bundle import FILE as MODEL_FILE
@@ -145,6 +146,15 @@ def test_the_student_learns_from_the_pseudo_labels_and_is_tested_with_and_withou
     views = read_json(seed / "student/eval_tta/metrics.json")["context"]
     assert plain["tta"] == [] and views["tta"] == ["hflip", "shift"]
     assert plain["model_sha256"] == views["model_sha256"] == sha["student"]
+
+
+def test_a_student_without_pseudo_labels_is_refused(tmp_path):
+    path = tmp_path / "pseudo.parquet"
+    pd.DataFrame({"row": [1, 2], "confidence": [0.1, 0.2], "keep": [False, False]}).to_parquet(path)
+    with pytest.raises(InputError, match=r"none of its 2 .*paper\.teacher\.min_confidence = 0\.5"):
+        student.kept_rows(path, 0.5)
+    pd.DataFrame({"keep": [True, False]}).to_parquet(path)
+    assert student.kept_rows(path, 0.5) == 1
 
 
 def test_predict_takes_the_ensemble_and_the_student(axis, tmp_path):

@@ -272,7 +272,7 @@ class TeacherConfig:
     epochs: int = 10
     fusion: Literal["image", "clinical", "concat", "film"] = "image"
     weight: float = 0.5  # a pseudo-labelled row's loss weight; a labelled row's is 1
-    min_confidence: float = 0.5  # rows below it are not learned; 0 keeps every row
+    min_confidence: float = 0.0  # rows below it are not learned; 0 keeps every row
     tta: tuple[TtaView, ...] = ("hflip", "shift")  # the student + TTA row's views
 
     def __post_init__(self) -> None:

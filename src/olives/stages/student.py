@@ -17,11 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from olives.config import ConfigError, Params, select
+from olives.errors import InputError
 from olives.io import PaperFiles
 from olives.stages import evaluate, fold, pseudo, track, train
 from olives.stages.ablate import cell_folders
 from olives.stages.init_data import data_params
+from olives.training.distill import KEEP
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ BASE = (
     "paper.teacher.fusion",
     "paper.teacher.epochs",
 )
-PARAMS = (*BASE, "paper.teacher.weight", "paper.teacher.tta")
+PARAMS = (*BASE, "paper.teacher.weight", "paper.teacher.min_confidence", "paper.teacher.tta")
 
 
 def cell_params(params: Params, seed: int, kind: str) -> Params:
@@ -69,8 +73,23 @@ def fit_and_test(params: Params, seed: int, kind: str, labels: Path | None) -> d
     return metrics
 
 
+def kept_rows(path: Path, min_confidence: float) -> int:
+    """How many pseudo-labelled scans the student learns from; none is an error (the student
+    would silently be the single model)."""
+    table = pd.read_parquet(path, columns=[KEEP])
+    kept = int(table[KEEP].sum())
+    if kept == 0:
+        raise InputError(
+            f"{path}: none of its {len(table)} pseudo-labelled scans reaches "
+            f"paper.teacher.min_confidence = {min_confidence}: lower it (0 keeps every scan)"
+        )
+    return kept
+
+
 def run(params: Params, seed: int) -> dict[str, Any]:
     labels = PaperFiles(Path(params.paper.out_dir)).teachers(seed) / pseudo.FILE
+    kept = kept_rows(labels, params.paper.teacher.min_confidence)
+    log.info("student s%d: the labelled scans and %d pseudo-labelled ones", seed, kept)
     metrics = fit_and_test(params, seed, "student", labels)
     cell = cell_params(params, seed, "student")
     folder = Path(cell.evaluate.out_dir).with_name("eval_tta")
