@@ -180,6 +180,7 @@ def test_the_table_compares_the_four_methods_and_says_what_helped(axis):
     assert "### What helped" in text
     for method in ("ensemble", "student", "student + TTA"):
         assert f"**{method}**" in text
+    assert "against the student without TTA" in text
 
 
 def test_the_runs_of_a_seed_group_in_mlflow(axis):

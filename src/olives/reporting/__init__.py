@@ -74,6 +74,13 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "volume_table_of",
         ],
         "tables": ["fmt", "fmt_ci", "fmt_percent", "latex_escape", "latex_table", "markdown_table"],
-        "teacher": ["METHODS", "collect_teacher", "estimates", "verdicts", "write_teacher"],
+        "teacher": [
+            "METHODS",
+            "collect_teacher",
+            "estimates",
+            "verdict",
+            "verdicts",
+            "write_teacher",
+        ],
     },
 )

@@ -4,7 +4,8 @@ TTA, mean ± std over seeds, with a plain statement of what helped.
 "Helped" is decided on the test split only after every choice was made elsewhere (thresholds
 on validation or out of fold, no setting picked on test): a method helped when its mean macro
 AUROC over seeds beats the single model's by more than the larger of the two seed standard
-deviations, hurt when it trails by as much, and is otherwise within the seeds' spread.
+deviations, hurt when it trails by as much, and is otherwise within the seeds' spread; TTA is
+also judged against the plain student, what it adds.
 """
 
 from __future__ import annotations
@@ -51,21 +52,29 @@ def estimates(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdicts(runs: pd.DataFrame, metric: str = "macro_auroc") -> list[str]:
-    """One sentence per method against the single model (the module's rule)."""
-    stats = runs.groupby("method")[metric].agg(["mean", "std"]).fillna(0.0)
+    """One sentence per method against the single model, and TTA against the plain student
+    (the module's rule)."""
+    stats = runs.groupby("method", observed=True)[metric].agg(["mean", "std"]).fillna(0.0)
     if "single" not in stats.index:
         return ["No single-model baseline finished: nothing to compare with."]
-    base = stats.loc["single"]
-    out = []
-    for method in (m for m in METHODS if m in stats.index and m != "single"):
-        row = stats.loc[method]
-        gap, spread = row["mean"] - base["mean"], max(row["std"], base["std"])
-        word = "helped" if gap > spread else "hurt" if gap < -spread else "made no clear difference"
-        out.append(
-            f"- **{method}** {word}: macro AUROC {row['mean']:.3f} vs {base['mean']:.3f} for the "
-            f"single model ({gap:+.3f}; seed spread {spread:.3f})."
-        )
+    out = [
+        verdict(stats, method, "single", "the single model")
+        for method in METHODS
+        if method in stats.index and method != "single"
+    ]
+    if {"student", "student + TTA"} <= set(stats.index):
+        out.append(verdict(stats, "student + TTA", "student", "the student without TTA"))
     return out
+
+
+def verdict(stats: pd.DataFrame, method: str, base: str, words: str) -> str:
+    row, ref = stats.loc[method], stats.loc[base]
+    gap, spread = row["mean"] - ref["mean"], max(row["std"], ref["std"])
+    word = "helped" if gap > spread else "hurt" if gap < -spread else "made no clear difference"
+    return (
+        f"- **{method}** {word} against {words}: macro AUROC {row['mean']:.3f} vs "
+        f"{ref['mean']:.3f} ({gap:+.3f}; seed spread {spread:.3f})."
+    )
 
 
 def write_teacher(paper: PaperFiles, seeds: tuple[int, ...], k: int) -> Path:
