@@ -23,7 +23,16 @@ from olives.io import PaperFiles, file_sha256, read_json
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.bundle import ModelBundle
 from olives.runtime import Runtime
-from olives.stages import ensemble, fold, init_data, pseudo, single, student, teacher_table
+from olives.stages import (
+    ensemble,
+    fold,
+    init_data,
+    pseudo,
+    single,
+    student,
+    teacher_table,
+    teacher_track,
+)
 from olives.stages.init_data import data_params
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
@@ -198,6 +207,86 @@ def test_the_runs_of_a_seed_group_in_mlflow(axis):
     assert all(
         "best_val_macro_auroc" in r.data.metrics for r in runs if "olives.fold" in r.data.tags
     )
-    assert not client.search_registered_models()  # a paper cell is never a served model
+    assert not client.search_model_versions("name='olives-biomarkers'")  # never the champion's
     ensemble_run = next(r for r in runs if r.info.run_name == "teacher-s0-ensemble")
     assert "test_macro_auroc" in ensemble_run.data.metrics
+
+
+@pytest.fixture(scope="module")
+def registered(axis):
+    """`teacher_track` run twice on the axis's store: the second run must add nothing."""
+    _, params, _ = axis
+    first = teacher_track.run(params)
+    assert teacher_track.run(params) == first
+    return first
+
+
+def test_teacher_track_registers_each_ensemble_and_student_once_with_a_seed_alias(axis, registered):
+    from mlflow import MlflowClient
+
+    root, _, seed = axis
+    client = MlflowClient(f"sqlite:///{root}/store/mlflow.db")
+    assert [(r["name"], r["version"]) for r in registered] == [
+        ("olives-biomarkers-ensemble", "1"),
+        ("olives-biomarkers-student", "1"),
+    ]
+    for kind in ("ensemble", "student"):
+        name = f"olives-biomarkers-{kind}"
+        assert len(client.search_model_versions(f"name='{name}'")) == 1
+        version = client.get_model_version_by_alias(name, "s0")
+        tags = version.tags
+        assert tags["model_sha256"] == file_sha256(seed / kind / "model" / MODEL_FILE)
+        assert (tags["olives.seed"], tags["olives.kind"]) == ("0", kind)
+        tested = read_json(seed / kind / "eval/metrics.json")["macro"]["auroc"]
+        assert float(tags["test_macro_auroc"]) == pytest.approx(tested)
+    assert not client.search_model_versions("name='olives-biomarkers'")  # the champion's model
+
+
+def test_teacher_track_on_a_new_store_records_what_dvc_restored(axis, tmp_path, monkeypatch):
+    """A fresh store (DVC restored every stage, nothing was logged): the runs are recorded
+    from the outputs, with their test metrics, and both models registered."""
+    from mlflow import MlflowClient
+
+    _, params, seed = axis
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the documented override of the store
+    assert [r["version"] for r in teacher_track.run(params)] == ["1", "1"]
+    client = MlflowClient(uri)
+    for kind in ("ensemble", "student"):
+        version = client.get_model_version_by_alias(f"olives-biomarkers-{kind}", "s0")
+        run = client.get_run(version.run_id)
+        assert run.data.tags["model_sha256"] == file_sha256(seed / kind / "model" / MODEL_FILE)
+        assert "test_macro_auroc" in run.data.metrics
+
+
+@pytest.mark.parametrize("kind", ["ensemble", "student"])
+def test_the_registered_model_answers_like_olives_predict(axis, registered, tmp_path, kind):
+    """`models:/olives-biomarkers-<kind>@s0`, loaded as MLflow serves it, gives the numbers
+    `olives predict --model` gives for the same file, and names itself."""
+    import base64
+
+    import mlflow.pyfunc
+
+    root, params, seed = axis
+    images, _ = open_cache(root / data_params(params).preprocess.cache_dir)
+    scan = tmp_path / "scan.png"
+    Image.fromarray(np.asarray(images[3])).save(scan)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/store/mlflow.db")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/olives-biomarkers-{kind}@s0")
+        request = pd.DataFrame({"image": [base64.b64encode(scan.read_bytes()).decode()]})
+        served = model.predict(request)
+    finally:
+        mp.undo()
+    out = tmp_path / "local.csv"
+    local_model = str(seed / kind / "model")
+    assert main(["predict", str(scan), "--model", local_model, "--out", str(out)]) == 0
+    local = pd.read_csv(out)
+    for name in LABELS:
+        assert served[f"{name}_prob"].item() == pytest.approx(
+            local[f"{name}_prob"].item(), abs=1e-6
+        )
+        assert served[f"{name}_pred"].item() == local[f"{name}_pred"].item()
+    assert served["model_version"].item() == f"olives-biomarkers-{kind}/1"
+    assert served["model_sha256"].item() == local["model_sha256"].item()

@@ -46,6 +46,7 @@ STAGES = {
     "single": "the teacher axis: the baseline, one model on the labelled scans",
     "student": "the teacher axis: one model on labelled + pseudo-labelled scans, tested +/- TTA",
     "teacher_table": "the teacher axis's table: mean ± std over seeds, what helped",
+    "teacher_track": "the teacher axis in MLflow: each seed's ensemble and student registered",
 }
 SEEDED = ("init_pretrain", "ensemble", "pseudo", "single", "student")  # take --seed
 TOOLS = {
@@ -85,6 +86,11 @@ USAGE = {
         "models/, reports/",
         "MLflow: run, registered version, test metrics, champion",
         "dvc repro track",
+    ),
+    "teacher_track": (
+        "reports/paper/teacher/s<seed>/{ensemble,student}/",
+        "MLflow: olives-biomarkers-ensemble and -student versions, aliases s<seed>",
+        "make teacher",
     ),
     "promote": ("models/ (or --version)", "the champion alias in MLflow", "olives promote"),
     "compare": (

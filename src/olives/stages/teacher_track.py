@@ -1,0 +1,114 @@
+"""`teacher_track` (paper/teacher/dvc.yaml, always run): the teacher axis's ensembles and
+students as registered MLflow models, servable like the champion.
+
+Like the main pipeline's `track`, it reads the outputs in this tree and brings the store in
+line, keyed by each model file's SHA-256, because DVC may have skipped or restored the stages
+that would have talked to MLflow. For every seed and kind (`ensemble`, `student`):
+
+1. the MLflow run of the model file, with its test metrics (`ensemble.record`, or `track.run`
+   on the student's cell, which records the training from DVC's outputs when DVC restored it);
+2. the pyfunc model (`olives.serving.pyfunc`, the same input and output as the champion's)
+   logged in that run once, registered as `<tracking.registered_model>-<kind>`
+   (`olives-biomarkers-ensemble`, `olives-biomarkers-student`);
+3. that version tagged with the file's SHA-256, the seed and its headline test metrics, and
+   the alias `s<seed>` on it: `mlflow models serve -m models:/olives-biomarkers-ensemble@s0`.
+
+Never the `champion` alias of `tracking.registered_model`: a paper model is served by name.
+Running it twice, on a restored tree or in a queued copy, adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from olives.config import Params
+from olives.io import file_sha256
+from olives.models import ModelBundle
+from olives.models.bundle import FILE as MODEL_FILE
+from olives.stages import ensemble, fold, student, track
+from olives.tracking.registry import SHA_TAG
+from olives.tracking.runs import Tracker
+
+log = logging.getLogger(__name__)
+
+PARAMS: tuple[str, ...] = ()  # always runs; what it records comes from the outputs it reads
+KINDS = ("ensemble", "student")
+SEED_TAG, KIND_TAG = "olives.seed", "olives.kind"
+
+
+def registered_name(params: Params, kind: str) -> str:
+    """`olives-biomarkers-ensemble`: the registered model of one kind of the axis."""
+    return f"{params.tracking.registered_model}-{kind}"
+
+
+def alias(seed: int) -> str:
+    return f"s{seed}"
+
+
+def cell_of(params: Params, seed: int, kind: str) -> Params:
+    """The cell the stage of `kind` wrote (its model file, evaluation and MLflow experiment)."""
+    if kind == "ensemble":
+        return ensemble.cell_params(params, seed, "ensemble")
+    return student.cell_params(params, seed, kind)
+
+
+def run_of(cell: Params, seed: int, kind: str, sha: str) -> str:
+    """The MLflow run of the model file `sha`, with its test metrics (recorded when missing)."""
+    if kind == "ensemble":
+        ensemble.record(cell, f"teacher-s{seed}-ensemble", {fold.GROUP_TAG: f"teacher-s{seed}"})
+    else:
+        track.run(cell)
+    run_id = Tracker(cell.tracking).find_run(SHA_TAG, sha)
+    if run_id is None:
+        raise RuntimeError(f"no MLflow run holds the {kind} of seed {seed} (sha256 {sha[:12]})")
+    return run_id
+
+
+def log_model(tracker: Tracker, cell: Params, run_id: str, name: str) -> None:
+    """The pyfunc model of `cell`'s file logged in the run `run_id` and registered as `name`
+    (which the served model names in its answers, `pyfunc.REGISTERED`)."""
+    from olives.serving import pyfunc
+
+    model_path = Path(cell.train.model_dir) / MODEL_FILE
+    bundle = ModelBundle.load(model_path, "cpu")
+    with tracker.run(run_id=run_id):
+        tracker.log_pyfunc(
+            name="model",
+            python_model=str(Path(pyfunc.__file__).with_name("mlflow_model.py")),
+            artifacts={pyfunc.ARTIFACT: str(model_path)},
+            signature=pyfunc.signature(bundle),
+            input_example=pyfunc.example(track.example_scan(cell), bundle),
+            registered_model_name=name,
+            model_config={pyfunc.REGISTERED: name},
+        )
+
+
+def register(params: Params, seed: int, kind: str) -> dict[str, Any]:
+    """Steps 1-3 for one model file; its registered name, version and SHA-256."""
+    cell = cell_of(params, seed, kind)
+    sha = file_sha256(Path(cell.train.model_dir) / MODEL_FILE)
+    run_id = run_of(cell, seed, kind, sha)
+    name = registered_name(params, kind)
+    tracker = Tracker(cell.tracking)
+    if not tracker.versions_of_run(name, run_id):
+        log_model(tracker, cell, run_id, name)
+    versions = tracker.versions_of_run(name, run_id)
+    if not versions:
+        raise RuntimeError(f"{name}: registering the model of run {run_id} failed")
+    version = str(max(int(v.version) for v in versions))
+    headline = {k: v for k, v in tracker.run_metrics(run_id).items() if k in track.HEADLINE}
+    tags = {SHA_TAG: sha, SEED_TAG: seed, KIND_TAG: kind, **headline}
+    tracker.tag_version(name, version, tags)
+    tracker.client().set_registered_model_alias(name, alias(seed), version)
+    log.info("%s: version %s holds @%s (sha256 %s)", name, version, alias(seed), sha[:12])
+    return {"name": name, "version": version, "sha256": sha}
+
+
+def run(params: Params) -> list[dict[str, Any]]:
+    if not (params.tracking.enabled and params.tracking.registered_model):
+        log.info("tracking.enabled or tracking.registered_model is off: nothing to register")
+        return []
+    Tracker(params.tracking).check()
+    return [register(params, seed, kind) for seed in params.paper.seeds for kind in KINDS]
