@@ -241,6 +241,38 @@ def test_gradcam_overlays_work_for_the_ensemble(ensemble_dir, scans_dir, tmp_pat
     assert len(list(cams.glob("*.png"))) == len(LABELS)
 
 
+def test_gradcam_explains_every_member_of_the_ensemble():
+    """The ensemble's map is grad-cam's mean of each member's map of the ensemble's logit
+    (its layers: one per member), not member 0's alone. Small heads: no member saturates, so
+    each moves the ensemble's logit (a saturated member's gradient, and map, is ~0)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from olives.models.gradcam import _ImageOnly, explained_layers, grad_cam, target_layer
+
+    members = [member(0), member(1)]
+    for bundle in members:
+        bundle.model.head.weight.data.mul_(0.01)
+    net = combine(members, list(THRESHOLDS), ENSEMBLE_STATS, ["a", "b"], {}).model.eval()
+    layers, _ = explained_layers(net)
+    assert layers == [target_layer(m.backbone)[0] for m in net.members]
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 128, 128)
+    clinical = torch.zeros(2, 2 * len(CLINICAL))
+    got = grad_cam(net, images, clinical, 1)
+    per_member = []
+    for layer in layers:
+        with GradCAM(model=_ImageOnly(net, clinical), target_layers=[layer]) as cam:
+            per_member.append(cam(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 2))
+    # grad-cam rescales a one-layer map twice, hence the tolerance; the members differ by far more
+    reference = scale_cam_image(np.mean(per_member, axis=0))
+    np.testing.assert_allclose(got, np.clip(np.nan_to_num(reference), 0, 1), atol=0.02)
+    assert min(np.abs(got - one).max() for one in per_member) > 0.2  # neither member's alone
+    single = members[0].model
+    assert explained_layers(single)[0] == [target_layer(single.backbone)[0]]
+
+
 def test_the_mlflow_model_loads_the_ensemble(members, ensemble_dir, scans_dir):
     from olives.serving import OlivesModel
 

@@ -57,6 +57,22 @@ def target_layer(backbone: nn.Module) -> tuple[nn.Module, Reshape | None]:
     return backbone.get_submodule(last["module"]), lambda t: _channels_first(t, channels)
 
 
+def explained_layers(model: nn.Module) -> tuple[list[nn.Module], Reshape | None]:
+    """The layers Grad-CAM explains: the backbone's last stage; for an ensemble
+    (`models.ensemble.EnsembleNet`), every member's, so the map is the mean of the members'
+    maps of the ensemble's own logit (grad-cam averages the layers' min-max scaled maps),
+    not member 0's. Members of another architecture than member 0's are left out: one
+    reshape serves every layer."""
+    members = getattr(model, "members", None)
+    owners = list(members) if members is not None else [model]
+    backbones = [b for b in (getattr(m, "backbone", None) for m in owners) if b is not None]
+    if not backbones:
+        raise ValueError("model has no image backbone (fusion 'clinical'): no Grad-CAM possible")
+    same = [b for b in backbones if type(b) is type(backbones[0])]
+    found = [target_layer(b) for b in same]
+    return [layer for layer, _ in found], found[0][1]
+
+
 def _tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
     patches = tokens[:, prefix : prefix + grid[0] * grid[1]]
     return patches.reshape(tokens.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
@@ -73,16 +89,13 @@ def grad_cam(
 ) -> np.ndarray:
     """Maps [B, H, W] in [0, 1] (min-max scaled per scan by grad-cam) for logit `label`, at
     the size of `images` [B, 1, H, W]; all-zero where nothing supports a positive logit."""
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
-        raise ValueError("model has no image backbone (fusion 'clinical'): no Grad-CAM possible")
+    layers, reshape = explained_layers(model)
     num_labels = getattr(model, "num_labels", None)
     if num_labels is not None and not 0 <= label < num_labels:
         raise ValueError(f"label index {label} out of range for {num_labels} labels")
     model.eval()
-    layer, reshape = target_layer(backbone)
     wrapped = _ImageOnly(model, clinical)
-    with GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
+    with GradCAM(model=wrapped, target_layers=layers, reshape_transform=reshape) as cam:
         maps = cam(
             input_tensor=images.detach().float(),
             targets=[ClassifierOutputTarget(label)] * len(images),
