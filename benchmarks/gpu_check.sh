@@ -3,8 +3,9 @@
 #   1. the tiny pipeline end to end on CUDA (download -> pretrain -> report; AMP bf16,
 #      channels_last, device cache), 2. the paper's init axis, tiny, 3. the CUDA-only tests
 #      and the contrastive tests, 4. contrastive pre-training throughput and memory per batch
-#      size, 5. the throughput benchmark (EfficientNet-Lite0 and ResNet-50, 224 px, batch 128),
-#      6. the train stage on the synthetic `full` preset (9.4k training scans at 224 px); then
+#      size, with its views/s ratio to the supervised loop at the same images per step and
+#      both steps split into parts, 5. the throughput benchmark (EfficientNet-Lite0 and
+#      ResNet-50, 224 px, batch 128), 6. the train stage on the synthetic `full` preset (9.4k training scans at 224 px); then
 #      a short table, last.
 #
 # Needs, beyond torch, timm, numpy, pandas, pyarrow, scikit-learn, matplotlib, tqdm, pillow,
@@ -89,7 +90,7 @@ step init_axis init_axis
 step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_augment.py \
     tests/test_contrastive.py tests/test_pretraining.py
 step bench_pretrain python3 benchmarks/pretrain_throughput.py --size 224 --batches 256 512 1024 \
-    --steps 10 --json "$out/bench_pretrain.json"
+    --steps 10 --compare --json "$out/bench_pretrain.json"
 for model in tf_efficientnet_lite0 resnet50; do
     step "bench_$model" python3 benchmarks/train_throughput.py --backbone "$model" --size 224 \
         --batch 128 --batches 20 --json "$out/bench_$model.json"
@@ -123,6 +124,11 @@ if pre:
     for r in pre["runs"]:
         print(f"pretrain (224 px, 2 views) batch {r['batch']}: {r['scans_per_second']:.0f} scans/s,"
               f" peak {r['peak_gib']:.1f} GiB")
+        if "views_ratio" in r:
+            print(f"  views/s vs supervised at {2 * r['batch']} images/step"
+                  f" ({r['supervised_images_per_second']:.0f} img/s): {r['views_ratio']:.3f}")
+            for loop in ("supervised_ms", "pretrain_ms"):
+                print(f"  {loop[:-3]:<11} ms/step " + " ".join(f"{k} {v:.1f}" for k, v in r[loop].items()))
 tiny = load("tiny_summary.json")
 if tiny:
     print("tiny pipeline on CUDA, test:", ", ".join(f"{k} {v:.3f}" for k, v in tiny.items() if v is not None))
