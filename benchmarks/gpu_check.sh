@@ -5,8 +5,8 @@
 #      and the contrastive tests, 4. contrastive pre-training throughput and memory per batch
 #      size, with its views/s ratio to the supervised loop at the same images per step and
 #      both steps split into parts, 5. the throughput benchmark (EfficientNet-Lite0 and
-#      ResNet-50, 224 px, batch 128), 6. the train stage on the synthetic `full` preset (9.4k training scans at 224 px); then
-#      a short table, last.
+#      ResNet-50, 224 px, batch 128), 6. the train stage on the synthetic `full` preset (9.4k
+#      training scans at 224 px); then a short table, last.
 #
 # Needs, beyond torch, timm, numpy, pandas, pyarrow, scikit-learn, matplotlib, tqdm, pillow,
 # pyyaml, safetensors, tifffile: datasets (with dill and multiprocess), iterative-stratification,
