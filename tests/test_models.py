@@ -202,6 +202,31 @@ def test_channels_last_and_autocast_match_float32() -> None:
     torch.testing.assert_close(low.float(), reference, rtol=0.1, atol=0.1)
 
 
+def test_the_model_and_the_contrastive_encoder_feed_the_backbone_its_memory_format() -> None:
+    """Once the loop makes the weights channels-last (on CUDA), the supervised model and the
+    pre-training encoder both hand the stem a channels-last input; before, plain NCHW."""
+    from olives.models.backbone import create_backbone
+    from olives.training.pretrain import Encoder
+
+    backbone, data_config = create_backbone("tf_efficientnet_lite0", "none", 0.0, (32, 32))
+    nets = {
+        "model": build_model(tiny_cfg(fusion="image"), 6, 0).eval(),
+        "encoder": Encoder(backbone, data_config, 16).eval(),
+    }
+    for name, net in nets.items():
+        seen: list[bool] = []
+        stem = next(m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+        stem.register_forward_pre_hook(
+            lambda _, args, seen=seen: seen.append(
+                args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+        with torch.no_grad():
+            net(torch.rand(2, 1, 32, 32))
+            net.to(memory_format=torch.channels_last)(torch.rand(2, 1, 32, 32))
+        assert seen == [False, True], name
+
+
 def test_drop_path_and_bad_values_reach_the_model() -> None:
     model = build_model(tiny_cfg(fusion="image", drop_path=0.2), 6, 0)
     rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]

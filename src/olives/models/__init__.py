@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "backbone": [
             "GreyInput",
+            "backbone_input",
             "create_backbone",
             "create_imagenet_model",
             "data_config_for",

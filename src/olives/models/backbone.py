@@ -133,6 +133,16 @@ class GreyInput(nn.Module):
         return (rgb - self.mean) * self.inv_std
 
 
+def backbone_input(x: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+    """`x` in the backbone's memory format: channels-last when its stem is (the train loop
+    makes it so on CUDA), so the first convolution reads the layout the rest of the net uses.
+    The one rule for the supervised model and the contrastive encoder."""
+    stem = next(backbone.parameters())
+    if stem.dim() == 4 and stem.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _check_name(name: str) -> None:
     if not timm.is_model(name):
         raise ConfigError(f"'model.backbone' = {name!r} is not a timm model name")

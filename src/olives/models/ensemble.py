@@ -100,8 +100,8 @@ class EnsembleNet(nn.Module):
 
     @property
     def backbone(self) -> nn.Module | None:
-        """The first member's backbone: what Grad-CAM hooks (the gradient still flows from the
-        ensemble's logit, through that member); None when the members use no image."""
+        """The first member's backbone (what says the ensemble has an image path); Grad-CAM
+        hooks every member's (`gradcam.explained_layers`). None when the members use no image."""
         return self.members[0].backbone
 
     def member_clinical(self, clinical: torch.Tensor | None, k: int) -> torch.Tensor | None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from olives.config import ConfigError, ModelConfig
-from olives.models.backbone import GreyInput, create_backbone
+from olives.models.backbone import GreyInput, backbone_input, create_backbone
 
 
 class ClinicalMLP(nn.Module):
@@ -109,11 +109,7 @@ class BiomarkerNet(nn.Module):
     def _image_embedding(self, images: torch.Tensor | None) -> torch.Tensor:
         if images is None:
             raise ValueError(f"model.fusion='{self.cfg.fusion}' needs images, got None")
-        x = self.grey(images)
-        stem = next(self.backbone.parameters())
-        if stem.dim() == 4 and stem.is_contiguous(memory_format=torch.channels_last):
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self.backbone(backbone_input(self.grey(images), self.backbone))
 
     def _clinical_embedding(self, clinical: torch.Tensor | None) -> torch.Tensor:
         want = 2 * self.num_clinical

@@ -25,7 +25,7 @@ from torch import nn
 
 from olives.config import AugmentConfig, TrainConfig
 from olives.data.loader import SplitData
-from olives.models.backbone import GreyInput
+from olives.models.backbone import GreyInput, backbone_input
 from olives.runtime import Runtime
 from olives.training.augment import BatchAugment
 from olives.training.checkpoint import Checkpoint, TrainState
@@ -46,7 +46,7 @@ class Encoder(nn.Module):
         self.head = ProjectionHead(int(backbone.num_features), dim)
 
     def forward(self, images: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.backbone(self.grey(images)))
+        return self.head(self.backbone(backbone_input(self.grey(images), self.backbone)))
 
 
 class TwoViews(nn.Module):
