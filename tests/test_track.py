@@ -172,3 +172,24 @@ def write_params(root: Path, params: Params) -> Path:
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(to_dict(params)))
     return path
+
+
+def test_each_tracker_writes_to_its_own_store(tmp_path, monkeypatch):
+    """MLflow 3's set_tracking_uri also sets MLFLOW_TRACKING_URI; a Tracker must not leave it
+    set, or every later Tracker of the process would take the first one's store."""
+    from mlflow import MlflowClient
+
+    from olives.config import TrackingConfig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uris = [f"sqlite:///{tmp_path}/{name}.db" for name in ("first", "second")]
+    for uri in uris:
+        tracker = Tracker(TrackingConfig(tracking_uri=uri, experiment="e"))
+        assert tracker.uri == uri
+        with tracker.run(run_name=uri):
+            tracker.log_metrics({"x": 1.0})
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    for uri in uris:
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+        assert [r.info.run_name for r in runs] == [uri]

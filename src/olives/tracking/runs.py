@@ -108,6 +108,20 @@ def _open_store(uri: str, experiment: str | None) -> None:
         client.create_experiment(experiment)
 
 
+def use_store(uri: str) -> None:
+    """Point MLflow's fluent API at `uri` without leaving it in `MLFLOW_TRACKING_URI`: MLflow 3's
+    `set_tracking_uri` also sets that variable, which `resolve_tracking_uri` reads as the user's
+    choice, so every later `Tracker` of the process would ignore its own `tracking_uri`."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper around one MLflow run (main process only)."""
 
@@ -138,7 +152,7 @@ class Tracker:
 
         if self.uri.startswith("sqlite:///"):
             create_store(self.uri, self.cfg.experiment)
-        mlflow.set_tracking_uri(self.uri)
+        use_store(self.uri)
         if run_id is None:
             experiment = mlflow.set_experiment(self.cfg.experiment)
             if KIND_TAG not in experiment.tags:  # the UI then opens on the runs table
@@ -213,7 +227,7 @@ class Tracker:
             return None
         import mlflow
 
-        mlflow.set_tracking_uri(self.uri)
+        use_store(self.uri)
         found = mlflow.get_experiment_by_name(self.cfg.experiment)
         if found is None:
             return None
@@ -240,7 +254,7 @@ class Tracker:
         """Register the logged model `source` (`models:/<model id>`) as a version of `name`."""
         import mlflow
 
-        mlflow.set_tracking_uri(self.uri)
+        use_store(self.uri)
         return self._guard(lambda: mlflow.register_model(source, name))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
