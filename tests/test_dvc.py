@@ -148,7 +148,9 @@ def stale_entries(status: dict) -> list[str]:
                     problems.append(f"{stage}: {entry}")
                 continue
             for path, state in entry.get("changed deps", {}).items():
-                if isinstance(state, dict) or path.startswith("src/"):  # params, code
+                code = isinstance(state, dict) or path.startswith("src/")  # params, code
+                tracked_file = (REPO / path).is_file() and tracked_by_git(path)  # params.yaml
+                if code or (state == "modified" and tracked_file):
                     problems.append(f"{stage}: dep {path} {state}")
             for path, state in entry.get("changed outs", {}).items():
                 if state == "modified" and tracked_by_git(path):
