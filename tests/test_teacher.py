@@ -128,7 +128,13 @@ def test_the_ensemble_averages_its_members_and_tunes_thresholds_out_of_fold(axis
     np.testing.assert_allclose(fold.predict_split(cell, bundle, test, cpu), mean, atol=1e-5)
     oof = pd.concat([pd.read_csv(seed / f"folds/f{k}/oof.csv") for k in (0, 1)])
     tuned = tune_thresholds(oof[list(LABELS)].to_numpy(), oof[[f"{n}_prob" for n in LABELS]])
-    np.testing.assert_allclose(bundle.thresholds, tuned)
+    pool = ensemble.unlabelled(cell)
+    member_probs = np.stack([fold.predict_split(cell, m, pool, cpu) for m in members])
+    np.testing.assert_allclose(bundle.thresholds, ensemble.rate_matched(member_probs, tuned))
+    # on the pool, the ensemble calls as many scans positive as its members do on average
+    called = (fold.predict_split(cell, bundle, pool, cpu) >= np.array(bundle.thresholds)).sum(0)
+    expected = np.round((member_probs >= tuned).sum(axis=(0, 1)) / 2)
+    np.testing.assert_allclose(called, expected, atol=1)
     metrics = read_json(seed / "ensemble/eval/metrics.json")
     assert metrics["context"]["model_sha256"] == file_sha256(seed / "ensemble/model" / MODEL_FILE)
 
@@ -290,3 +296,18 @@ def test_the_registered_model_answers_like_olives_predict(axis, registered, tmp_
         assert served[f"{name}_pred"].item() == local[f"{name}_pred"].item()
     assert served["model_version"].item() == f"olives-biomarkers-{kind}/1"
     assert served["model_sha256"].item() == local["model_sha256"].item()
+
+
+def test_rate_matched_thresholds_call_as_many_positives_as_the_members_do():
+    rng = np.random.default_rng(0)
+    sharp = rng.beta(0.3, 0.3, size=(5, 400, 3))  # members sure of themselves ...
+    flat = sharp.mean(axis=0)  # ... average to flatter probabilities
+    tuned = np.array([0.5, 0.2, 0.9])
+    matched = ensemble.rate_matched(sharp, tuned)
+    for j, threshold in enumerate(tuned):
+        members_call = (sharp[:, :, j] >= threshold).sum() / 5
+        assert (flat[:, j] >= matched[j]).sum() == round(members_call)
+    assert not np.allclose(matched, tuned)
+    none = ensemble.rate_matched(np.full((2, 4, 1), 0.3), np.array([0.5]))
+    every = ensemble.rate_matched(np.full((2, 4, 1), 0.3), np.array([0.1]))
+    assert none[0] > 0.3 and every[0] <= 0.3  # nobody / everybody positive, as the members

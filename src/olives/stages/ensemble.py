@@ -1,8 +1,14 @@
 """`ensemble` (paper/teacher/dvc.yaml): one seed's k fold teachers as one model file, tested.
 
-The members' calibrated probabilities are averaged (`olives.models.ensemble`); the thresholds
+The members' calibrated probabilities are averaged (`olives.models.ensemble`). The thresholds
 are tuned on the out-of-fold probabilities (each labelled non-test scan predicted by the
-teacher that never trained on it: no scan the decisions are tuned on was learned). The file is
+teacher that never trained on it: no scan the decisions are tuned on was learned), then
+rate-matched: averaging flattens probabilities, so a member's threshold calls fewer or more
+scans positive on the mean than the members do. On the eligible unlabelled scans (the pool
+`pseudo` labels: no label, no validation or test patient), each biomarker's threshold becomes
+the one at which the ensemble calls as many scans positive as its members do on average at the
+out-of-fold threshold (`rate_matched`). Without unlabelled scans the out-of-fold thresholds
+stay, and the log says so. The file is
 an ordinary model bundle, so `evaluate` scores it on the axis's test split like any model, and
 `olives predict --model` and the MLflow pyfunc take it unchanged. Writes
 `paper.out_dir/teacher/s<seed>/ensemble/{model,eval}`; the test metrics go to an MLflow run of
@@ -16,19 +22,24 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from olives.config import Params
-from olives.data.prepare import read_stats
+from olives.data.cache import open_cache
+from olives.data.loader import SplitData
+from olives.data.prepare import clinical_features, read_index, read_stats
 from olives.evaluation.metrics import tune_thresholds
 from olives.io import PaperFiles, file_sha256, reset_dir
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.ensemble import combine
+from olives.runtime import Runtime
 from olives.stages import evaluate, fold, track
 from olives.stages.init_data import data_params
 from olives.tracking.registry import SHA_TAG
 from olives.tracking.runs import Tracker
+from olives.training.distill import ROW, eligible_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +70,48 @@ def build(params: Params, seed: int) -> ModelBundle:
     thresholds = tune_thresholds(
         oof[list(labels)].to_numpy(), oof[[f"{name}_prob" for name in labels]].to_numpy()
     )
-    stats = read_stats(Path(data_params(params).split.out_dir))["clinical"]
+    cell = cell_params(params, seed, "ensemble")
+    pool = unlabelled(cell)
+    if len(pool) == 0:
+        log.warning("ensemble s%d: no unlabelled scans: the out-of-fold thresholds stay", seed)
+    else:
+        runtime = Runtime.from_env()
+        probs = np.stack([fold.predict_split(cell, m, pool, runtime) for m in members])
+        thresholds = rate_matched(probs, thresholds)
+        log.info("ensemble s%d: thresholds rate-matched on %d unlabelled scans", seed, len(pool))
+    stats = read_stats(Path(cell.split.out_dir))["clinical"]
     hashes = [file_sha256(path) for path in paths]
-    return combine(members, [float(t) for t in thresholds], stats, hashes, {"seed": seed})
+    info = {"seed": seed, "thresholds_matched_on": len(pool)}
+    return combine(members, [float(t) for t in thresholds], stats, hashes, info)
+
+
+def unlabelled(cell: Params) -> SplitData:
+    """The eligible unlabelled scans of the axis's split (`distill.eligible_rows`: no
+    validation or test patient), as a split to predict on."""
+    index = read_index(Path(cell.split.out_dir))
+    rows = eligible_rows(index, cell.patient_column)
+    images, _ = open_cache(Path(cell.preprocess.cache_dir))
+    return SplitData(
+        images=images,
+        rows=rows[ROW].to_numpy(np.int64),
+        labels=np.zeros((len(rows), len(cell.labels)), dtype=np.float32),  # unknown
+        clinical=clinical_features(rows, cell.clinical),
+        frame=rows,
+    )
+
+
+def rate_matched(member_probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per label, the threshold at which the mean of `member_probs` [K, N, L] calls as many of
+    the N scans positive as the K members do on average at `thresholds` [L]: halfway between
+    the mean's n-th and (n+1)-th largest value, n that count."""
+    members = member_probs.shape[0]
+    mean = member_probs.mean(axis=0)
+    out = np.empty(len(thresholds))
+    for j, threshold in enumerate(thresholds):
+        positives = round(float((member_probs[:, :, j] >= threshold).sum()) / members)
+        ranked = np.concatenate([[1.0], np.sort(mean[:, j])[::-1], [0.0]])
+        out[j] = (ranked[positives] + ranked[positives + 1]) / 2
+    return out
 
 
 def cell_params(params: Params, seed: int, name: str) -> Params:

@@ -13,18 +13,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from olives.config import Params
-from olives.data.cache import open_cache
-from olives.data.loader import SplitData
-from olives.data.prepare import clinical_features, read_index
+from olives.data.prepare import read_index
 from olives.io import PaperFiles
 from olives.models import ModelBundle
 from olives.runtime import Runtime
 from olives.stages import ensemble, fold
-from olives.training.distill import KEEP, ROW, eligible_rows, pseudo_labels
+from olives.training.distill import KEEP, ROW, pseudo_labels
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +29,11 @@ FILE = "pseudo.parquet"
 PARAMS = ("patient_column", "evaluate.batch_size", "evaluate.amp", "paper.teacher.min_confidence")
 
 
-def unlabelled(cell: Params) -> SplitData:
-    """The eligible unlabelled scans of the axis's split, as a split to predict on."""
-    index = read_index(Path(cell.split.out_dir))
-    rows = eligible_rows(index, cell.patient_column)
-    images, _ = open_cache(Path(cell.preprocess.cache_dir))
-    return SplitData(
-        images=images,
-        rows=rows[ROW].to_numpy(np.int64),
-        labels=np.zeros((len(rows), len(cell.labels)), dtype=np.float32),  # unknown
-        clinical=clinical_features(rows, cell.clinical),
-        frame=rows,
-    )
-
-
 def run(params: Params, seed: int) -> dict[str, Any]:
     cell = ensemble.cell_params(params, seed, "ensemble")
     runtime = Runtime.from_env()
     bundle = ModelBundle.load(cell.train.model_dir, runtime.device)
-    data = unlabelled(cell)
+    data = ensemble.unlabelled(cell)
     probs = fold.predict_split(cell, bundle, data, runtime)
     table = pd.DataFrame(probs, columns=list(bundle.labels))
     table.insert(0, ROW, data.rows)
