@@ -88,7 +88,8 @@ def write_teacher(paper: PaperFiles, seeds: tuple[int, ...], k: int) -> Path:
         f"On the init axis's data (labelled and unlabelled scans). `single`: one model on the "
         f"labelled train split; `ensemble`: the {k} fold teachers (trained on the labelled "
         "train and validation patients, k-fold), probabilities averaged, thresholds tuned out "
-        "of fold; `student`: `single`'s recipe plus the ensemble's soft labels on the "
+        "of fold and rate-matched on the unlabelled scans of training patients; `student`: "
+        "`single`'s recipe plus the ensemble's soft labels on the "
         "unlabelled scans of training patients; `student + TTA`: the student with test-time "
         "views. Mean ± std over seeds, test split.",
         "",
