@@ -311,3 +311,20 @@ def test_rate_matched_thresholds_call_as_many_positives_as_the_members_do():
     none = ensemble.rate_matched(np.full((2, 4, 1), 0.3), np.array([0.5]))
     every = ensemble.rate_matched(np.full((2, 4, 1), 0.3), np.array([0.1]))
     assert none[0] > 0.3 and every[0] <= 0.3  # nobody / everybody positive, as the members
+
+
+def test_a_stage_rerun_that_reproduces_the_file_adds_no_version(axis, registered):
+    """DVC re-running `student` byte for byte leaves a second run of the same file: the
+    registered version of the first still stands for it."""
+    from mlflow import MlflowClient
+
+    from olives.tracking.runs import Tracker
+
+    root, params, seed = axis
+    cell = student.cell_params(params, 0, "student")
+    sha = file_sha256(seed / "student/model" / MODEL_FILE)
+    with Tracker(cell.tracking).run(run_name="rerun", tags={"model_sha256": sha}):
+        pass
+    assert teacher_track.run(params) == registered
+    client = MlflowClient(f"sqlite:///{root}/store/mlflow.db")
+    assert len(client.search_model_versions("name='olives-biomarkers-student'")) == 1

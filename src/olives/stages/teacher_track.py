@@ -7,9 +7,10 @@ that would have talked to MLflow. For every seed and kind (`ensemble`, `student`
 
 1. the MLflow run of the model file, with its test metrics (`ensemble.record`, or `track.run`
    on the student's cell, which records the training from DVC's outputs when DVC restored it);
-2. the pyfunc model (`olives.serving.pyfunc`, the same input and output as the champion's)
-   logged in that run once, registered as `<tracking.registered_model>-<kind>`
-   (`olives-biomarkers-ensemble`, `olives-biomarkers-student`);
+2. unless a version of any run of that file exists (a stage re-run that reproduced the file
+   byte for byte adds a run, not a version), the pyfunc model (`olives.serving.pyfunc`, the
+   same input and output as the champion's) logged in that run, registered as
+   `<tracking.registered_model>-<kind>` (`olives-biomarkers-ensemble`, `-student`);
 3. that version tagged with the file's SHA-256, the seed and its headline test metrics, and
    the alias `s<seed>` on it: `mlflow models serve -m models:/olives-biomarkers-ensemble@s0`.
 
@@ -28,7 +29,7 @@ from olives.io import file_sha256
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.stages import ensemble, fold, student, track
-from olives.tracking.registry import SHA_TAG
+from olives.tracking.registry import SHA_TAG, version_of
 from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,14 @@ def register(params: Params, seed: int, kind: str) -> dict[str, Any]:
     run_id = run_of(cell, seed, kind, sha)
     name = registered_name(params, kind)
     tracker = Tracker(cell.tracking)
-    if not tracker.versions_of_run(name, run_id):
+    # any run of this file counts: a stage re-run that reproduced it byte for byte adds a run
+    found = version_of(tracker.client(), name, sha)
+    if found is None:
         log_model(tracker, cell, run_id, name)
-    versions = tracker.versions_of_run(name, run_id)
-    if not versions:
+        found = version_of(tracker.client(), name, sha)
+    if found is None:
         raise RuntimeError(f"{name}: registering the model of run {run_id} failed")
-    version = str(max(int(v.version) for v in versions))
+    version = str(found.version)
     headline = {k: v for k, v in tracker.run_metrics(run_id).items() if k in track.HEADLINE}
     tags = {SHA_TAG: sha, SEED_TAG: seed, KIND_TAG: kind, **headline}
     tracker.tag_version(name, version, tags)
