@@ -6,7 +6,7 @@ import ast
 
 import yaml
 
-from imports import SRC, direct_imports, lazy_exports, module_file, module_name
+from imports import SRC, direct_imports, lazy_exports, module_file, module_name, with_parents
 
 # Lowest first, by package: a module may import its own package, the foundation and the layers
 # below, never a layer above nor (but in the foundation and the entry points) a neighbour.
@@ -91,7 +91,7 @@ def test_every_package_re_exports_its_public_names():
     for init in sorted((SRC / "olives").glob("*/__init__.py")):
         package = module_name(init)
         exported = set(lazy_exports(package).values())
-        if package == "olives.stages":  # stages are run by name, not imported for names
+        if package.startswith("olives.stages"):  # stages are run by name, not for names
             continue
         modules_with_names = {
             module_name(p)
@@ -152,18 +152,55 @@ PIPELINE_FILES = tuple(
 )
 
 
-def test_one_stage_module_per_dvc_stage():
-    names = set()
-    for path in PIPELINE_FILES:
-        names |= set(yaml.safe_load(path.read_text())["stages"])
-    stage_files = {p.stem for p in (SRC / "olives/stages").glob("*.py")} - {"__init__"}
-    assert stage_files == names
+def pipeline_stages(path) -> dict:
+    return yaml.safe_load(path.read_text())["stages"]
+
+
+def test_one_stage_module_per_dvc_stage_the_main_pipeline_apart():
+    """stages/ holds the main pipeline's stages, stages/paper/ the paper's, nothing else."""
+    main, *papers = PIPELINE_FILES
+    paper = set().union(*(pipeline_stages(p) for p in papers))
+    stage_dir = SRC / "olives/stages"
+    assert {p.stem for p in stage_dir.glob("*.py")} - {"__init__"} == set(pipeline_stages(main))
+    assert {p.stem for p in (stage_dir / "paper").glob("*.py")} - {"__init__"} == paper
 
 
 def test_stage_commands_run_their_module():
-    for path in PIPELINE_FILES:
-        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
-            assert stage["cmd"].split()[:2] == ["olives", name]
+    for path, group in zip(PIPELINE_FILES, ("stage", "paper", "paper"), strict=True):
+        for name, stage in pipeline_stages(path).items():
+            assert stage["cmd"].split()[:3] == ["olives", group, name]
+
+
+def test_main_stages_never_import_the_papers():
+    wrong = [
+        f"{m} imports {i}"
+        for m in modules()
+        if not m.startswith("olives.stages.paper") and m != "olives.cli"
+        for i in direct_imports(m)
+        if i.startswith("olives.stages.paper")
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_modules_form_no_import_cycle():
+    """No module imports one that (directly or not) imports it back, lazily or not: a cycle
+    hides which module is the lower one (models.bundle <-> models.ensemble was one)."""
+    graph = {m: sorted(direct_imports(m) - {m}) for m in modules()}
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        seen[node] = 1
+        for nxt in graph.get(node, ()):
+            if nxt in with_parents(node):  # a module runs its own package's __init__
+                continue
+            assert seen.get(nxt) != 1, " -> ".join([*path, node, nxt])
+            if nxt not in seen:
+                visit(nxt, [*path, node])
+        seen[node] = 2
+
+    for node in sorted(graph):
+        if node not in seen:
+            visit(node, [])
 
 
 def test_no_source_file_is_long():

@@ -16,7 +16,7 @@ from olives.cli import main
 from olives.data.cache import BrokenCacheError, open_cache
 from olives.errors import InputError
 
-REBUILD = "re-run `olives preprocess` (or `dvc repro preprocess`)"
+REBUILD = "re-run `olives stage preprocess` (or `dvc repro preprocess`)"
 
 
 @pytest.fixture
@@ -123,7 +123,9 @@ def test_a_text_file_as_index_is_one_line(cache):
 
 
 def test_a_missing_cache_says_to_run_preprocess(tmp_path, cache):
-    with pytest.raises(BrokenCacheError, match=r"images.npy: not found; run `olives preprocess`"):
+    with pytest.raises(
+        BrokenCacheError, match=r"images.npy: not found; run `olives stage preprocess`"
+    ):
         open_cache(tmp_path / "nowhere")
     (cache / "index.parquet").unlink()
     with pytest.raises(BrokenCacheError, match=r"index.parquet: not found"):
@@ -139,7 +141,7 @@ def test_the_command_line_prints_one_line_for_a_truncated_cache(tmp_path, cache,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with caplog.at_level(logging.ERROR):
-        assert main(["--params", str(tmp_path / "params.yaml"), "split"]) == 1
+        assert main(["--params", str(tmp_path / "params.yaml"), "stage", "split"]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0]
     assert errors[0].startswith(f"BrokenCacheError: {path} is truncated")

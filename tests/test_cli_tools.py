@@ -67,11 +67,11 @@ def test_compare_sorts_runs_by_metric(tmp_path):
 
 
 def test_help_says_where_settings_live_and_what_predict_writes(capsys):
-    """`olives train --help` points to params.yaml and `dvc exp run -S`; `--out` is explained."""
+    """`olives stage train --help` points to params.yaml and `dvc exp run -S`; `--out` too."""
     from olives.cli import build_parser
 
     parser = build_parser()
-    for argv in (["train", "--help"], ["predict", "--help"], ["--help"]):
+    for argv in (["stage", "train", "--help"], ["predict", "--help"], ["--help"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
     text = capsys.readouterr().out
@@ -79,17 +79,47 @@ def test_help_says_where_settings_live_and_what_predict_writes(capsys):
     assert "one row per scan" in text and "developer" not in text
 
 
+def test_help_leads_with_the_users_commands_on_one_screen(capsys, monkeypatch):
+    """The first screen: a short usage line, the user's commands first, one line each, then
+    the two groups of stages; no stage name among them."""
+    from olives.cli import GROUPS, PAPER, STAGES, TOOLS, main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80
+    assert lines[0] == "usage: olives [-v] [--params FILE] COMMAND ..."
+    listed = [line.split()[0] for line in lines if line.startswith("  ") and line[2] != " "]
+    listed = [word for word in listed if not word.startswith("-")]
+    assert listed == [*TOOLS, *GROUPS]
+    assert listed[:5] == ["predict", "score", "compare", "promote", "request"]
+    assert not set(listed) & (set(STAGES) | set(PAPER))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("train", "olives stage train"), ("ablate", "olives paper ablate")]
+)
+def test_an_old_stage_name_names_the_new_command(old, new, capsys):
+    from olives.cli import main
+
+    assert main(["--params", "x.yaml", old, "--seed", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"`{new}`" in err[0]
+
+
 def test_every_main_command_help_says_what_it_reads_writes_with_an_example(capsys):
-    from olives.cli import STAGES, TOOLS, USAGE, build_parser
+    from olives.cli import PAPER, STAGES, TOOLS, USAGE, build_parser
 
     parser = build_parser()
-    paper = {"ablate", "init_data", "init_pretrain", "init_cell", "aggregate"}
-    paper |= {"fold", "ensemble", "pseudo", "single", "student", "teacher_table"}  # make teacher
-    for name in set(STAGES) | set(TOOLS):
+    commands = [[name] for name in TOOLS] + [["stage", name] for name in STAGES]
+    commands += [["paper", name] for name in PAPER]
+    for argv in commands:
         with pytest.raises(SystemExit):
-            parser.parse_args([name, "--help"])
+            parser.parse_args([*argv, "--help"])
         text = capsys.readouterr().out
-        if name in paper:  # run by `make paper` (paper/dvc.yaml), not by hand
+        name = argv[-1]
+        if argv[0] == "paper" and name != "teacher_track":  # run by make paper / make teacher
             continue
         assert name in USAGE, name
         for word in ("reads:", "writes:", "example:"):

@@ -344,7 +344,7 @@ def test_kermany_sample_runs_through_download_preprocess_split(shared_dir, tmp_p
 
 def test_unknown_parameter_is_an_error_naming_it(tmp_path, caplog):
     (tmp_path / "params.yaml").write_text("data:\n  sorce: local\n")
-    assert main(["--params", str(tmp_path / "params.yaml"), "download"]) == 2
+    assert main(["--params", str(tmp_path / "params.yaml"), "stage", "download"]) == 2
     assert "data.sorce" in caplog.text and "data.source" in caplog.text
 
 

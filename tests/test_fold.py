@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from olives.config import ConfigError, Params, from_dict
-from olives.stages import fold
-from olives.stages.init_data import data_params
+from olives.stages.paper import fold
+from olives.stages.paper.init_data import data_params
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 

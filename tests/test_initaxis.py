@@ -13,8 +13,8 @@ from olives.config import ConfigError, Params, from_dict
 from olives.data.prepare import read_index
 from olives.io import read_json
 from olives.models.bundle import ModelBundle
-from olives.stages import aggregate, init_cell, init_data, init_pretrain
-from olives.stages.init_data import data_params
+from olives.stages.paper import aggregate, init_cell, init_data, init_pretrain
+from olives.stages.paper.init_data import data_params
 from olives.stages.train import run_name
 
 

@@ -85,7 +85,7 @@ def test_one_flipped_bit_in_any_weight_is_refused(model_file, tmp_path, draw):
     target = flipped(model_file, tmp_path / "models" / model_file.name, position, bit)
     with pytest.raises(BundleError) as caught:
         ModelBundle.load(target)
-    assert str(caught.value) == f"{target}: {CORRUPT}; re-run `olives train`"
+    assert str(caught.value) == f"{target}: {CORRUPT}; re-run `olives stage train`"
     assert "\n" not in str(caught.value)
 
 

@@ -70,7 +70,7 @@ def test_provenance_comes_from_the_work_tree_and_the_store_from_dvc_root(tmp_pat
 
 
 def test_a_stale_lock_never_names_the_split(tmp_path, monkeypatch, caplog):
-    """`olives split` re-run by hand after the lock was written: the file's own md5 is tagged."""
+    """`olives stage split` re-run by hand after the lock: the file's own md5 is tagged."""
     tree = git_repo(tmp_path / "tree", b"new split", md5(b"the split the lock knows"))
     monkeypatch.chdir(tree)
     assert dvc_hash(SPLIT_INDEX) == md5(b"new split")

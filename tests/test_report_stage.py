@@ -31,7 +31,7 @@ def side(patient: int) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """`olives evaluate` and `olives report` on a tiny cache with OLIVES-style paths."""
+    """`olives stage evaluate` and `olives stage report` on a tiny cache with OLIVES-style paths."""
     root = write_tiny_cache(tmp_path_factory.mktemp("stage"), size=64, seed=2)
     split = root / "data/split/index.parquet"
     index = pd.read_parquet(split)

@@ -23,7 +23,7 @@ from olives.io import PaperFiles, file_sha256, read_json
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.bundle import ModelBundle
 from olives.runtime import Runtime
-from olives.stages import (
+from olives.stages.paper import (
     ensemble,
     fold,
     init_data,
@@ -33,7 +33,7 @@ from olives.stages import (
     teacher_table,
     teacher_track,
 )
-from olives.stages.init_data import data_params
+from olives.stages.paper.init_data import data_params
 
 LABELS = ("B1", "B2", "B3", "B4", "B5", "B6")
 

@@ -354,7 +354,7 @@ def test_tracker_failure_mid_run_loses_nothing(tmp_path, caplog):
 
 
 def test_ablation_cells_are_experiments_not_registered_models():
-    from olives.stages.ablate import cell_params
+    from olives.stages.paper.ablate import cell_params
 
     cell = cell_params(Params(), "image", "bce", 1)
     assert cell.tracking.registered_model is None  # a grid cell can never become @champion

@@ -1,9 +1,11 @@
 """`olives <command>`: parse the arguments, load `params.yaml`, dispatch.
 
-One sub-command per DVC stage (each runs `olives.stages.<stage>.run(params)`), plus the tools
-`score` and `compare`. Input errors (`olives.errors.InputError`, a missing file) print one line
-and exit 1 (2 for a bad parameter); `-v` shows the traceback. Anything else is a bug and keeps
-its traceback.
+The user's commands first (predict, score, compare, promote, request, ui); the main pipeline's
+stages under `olives stage <name>` (`olives.stages.<name>.run(params)`) and the paper's under
+`olives paper <name>` (`olives.stages.paper.<name>`); an old stage name (`olives train`) gets
+one line that names the new one. Input errors (`olives.errors.InputError`, a missing file)
+print one line and exit 1 (2 for a bad parameter); `-v` shows the traceback. Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import textwrap
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from olives.config import TTA_SHIFT, ConfigError, EvaluateConfig, Params, TtaView, load_params
 from olives.data.volumes import VOLUME_FROM
@@ -25,7 +28,7 @@ from olives.evaluation.compare import DEFAULT_METRICS
 
 log = logging.getLogger("olives")
 
-STAGES = {
+STAGES = {  # the main pipeline (dvc.yaml), in order: `olives stage <name>`
     "check": "check params.yaml (unknown or missing keys) before any stage deletes outputs",
     "download": "fetch the data source into data/raw (parquet, hub schema)",
     "preprocess": "decode images once into the uint8 cache + index",
@@ -35,10 +38,12 @@ STAGES = {
     "evaluate": "test-split predictions, metrics with CIs, ROC/PR curves",
     "report": "reports/report.md: data, results with CIs, curves, error analysis",
     "track": "make MLflow hold what DVC holds: run, registered model, test metrics, champion",
-    "ablate": "train + evaluate one cell of the paper's ablation grid",
-    "init_data": "the paper's init axis: its own synthetic data with unlabelled scans",
-    "init_pretrain": "the paper's init axis: the contrastive encoder of one seed",
-    "init_cell": "the paper's init axis: train + evaluate one init x mode x seed cell",
+}
+PAPER = {  # the paper's grids (paper/dvc.yaml, paper/teacher/dvc.yaml): `olives paper <name>`
+    "ablate": "train + evaluate one cell of the fusion x loss grid",
+    "init_data": "the init axis: its own synthetic data with unlabelled scans",
+    "init_pretrain": "the init axis: the contrastive encoder of one seed",
+    "init_cell": "the init axis: train + evaluate one init x mode x seed cell",
     "aggregate": "the paper's tables: mean ± std over seeds per cell",
     "fold": "the teacher axis: one k-fold teacher (seed x fold) and its out-of-fold probabilities",
     "ensemble": "the teacher axis: a seed's fold teachers as one model file, tested",
@@ -48,13 +53,36 @@ STAGES = {
     "teacher_table": "the teacher axis's table: mean ± std over seeds, what helped",
     "teacher_track": "the teacher axis in MLflow: each seed's ensemble and student registered",
 }
-SEEDED = ("init_pretrain", "ensemble", "pseudo", "single", "student")  # take --seed
-TOOLS = {
-    "predict": "apply a trained model to new scans, folders, parquet or DICOM volumes",
-    "score": "score a VIP Cup submission CSV against a label CSV (phase-1 F1)",
-    "compare": "table of the experiment's MLflow runs: params vs metrics",
-    "promote": "move the champion alias to the workspace's model (or --version N)",
-    "request": "print the JSON body of a request to the served model (curl -d @request.json)",
+SEED = {"seed": {"required": True, "type": int}}
+PAPER_ARGS: dict[str, dict[str, dict[str, Any]]] = {  # each stage's matrix coordinates
+    "ablate": {
+        "fusion": {"required": True, "choices": ["image", "clinical", "concat", "film"]},
+        "loss": {"required": True, "choices": ["focal", "bce", "asl"]},
+        **SEED,
+    },
+    "init_pretrain": SEED,
+    "init_cell": {
+        "init": {"required": True, "choices": ["imagenet", "contrastive"]},
+        "mode": {"required": True, "choices": ["linear", "finetune"]},
+        **SEED,
+    },
+    "fold": {**SEED, "fold": {"required": True, "type": int}},
+    "ensemble": SEED,
+    "pseudo": SEED,
+    "single": SEED,
+    "student": SEED,
+}
+TOOLS = {  # what a user types by hand, listed first
+    "predict": "apply a trained model to scans, folders, parquet or DICOM",
+    "score": "score a VIP Cup submission CSV against labels (phase-1 F1)",
+    "compare": "the experiment's MLflow runs as a table: params vs metrics",
+    "promote": "move @champion to the workspace's model (or --version N)",
+    "request": "print the JSON body of a request to the served model",
+    "ui": "start the MLflow UI on the project's runs table",
+}
+GROUPS = {
+    "stage": "run one stage of the main pipeline (dvc repro runs them)",
+    "paper": "run one stage of the paper's grids (make paper, teacher)",
 }
 STAGE_NOTE = (
     ". Its settings are read from params.yaml (--params); for an experiment use "
@@ -62,7 +90,7 @@ STAGE_NOTE = (
 )
 # What each command reads and writes, and one example (the end of its --help).
 USAGE = {
-    "check": ("params.yaml", "data/params_checked.txt", "olives check"),
+    "check": ("params.yaml", "data/params_checked.txt", "olives stage check"),
     "download": ("data.source", "data/raw/, data/raw_report.json", "dvc repro download"),
     "preprocess": ("data/raw/", "data/cache/, reports/preprocess.json", "dvc repro preprocess"),
     "split": ("data/cache/index.parquet", "data/split/", "dvc exp run -S split.val_fraction=0.2"),
@@ -113,43 +141,67 @@ USAGE = {
         "the score on stdout",
         "olives score reports/vip_submission.csv reports/vip_labels.csv",
     ),
+    "ui": (
+        "the MLflow store (tracking.tracking_uri or MLFLOW_TRACKING_URI)",
+        "nothing: it serves the store until Ctrl-C",
+        "olives ui --port 5000",
+    ),
 }
 WITHOUT_PARAMS = ("score", "predict", "request")  # tools that read no params.yaml
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help that lists sub-commands in the order given, without argparse's {a,b,c} line."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            return "".join(self._format_action(a) for a in action._get_subactions())
+        return super()._format_action(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="olives",
-        description="Retinal-biomarker detection on OLIVES OCT B-scans: the DVC stages "
-        "(`dvc repro` runs them in order) and the tools to apply, serve and compare models.",
-        epilog="Stage settings live in params.yaml; change them for one experiment with "
-        "`dvc exp run -S train.epochs=3`. See README.md.",
+        usage="olives [-v] [--params FILE] COMMAND ...",
+        description="Retinal-biomarker detection on OLIVES OCT B-scans: apply, serve and compare\n"
+        "trained models. The pipeline's stages are under `olives stage` (`dvc repro` runs\n"
+        "them), the paper's under `olives paper`.",
+        epilog="Stage settings live in params.yaml; change them for one experiment with\n"
+        "`dvc exp run -S train.epochs=3`. See README.md and docs/.",
+        formatter_class=Formatter,
     )
-    parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    parsers = {
-        name: sub.add_parser(
-            name,
-            help=text,
-            description=textwrap.fill(text + STAGE_NOTE * (name in STAGES), 79),
-            epilog=usage(name),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser.add_argument(
+        "--params", default="params.yaml", metavar="FILE", help="parameter file (params.yaml)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks, debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    tools = {name: add(sub, name, text) for name, text in TOOLS.items()}
+    add_tool_arguments(tools)
+    for group, text in GROUPS.items():
+        names = STAGES if group == "stage" else PAPER
+        stages = add(sub, group, text, prog=f"olives {group}").add_subparsers(
+            dest="stage", required=True, metavar="STAGE", title="stages"
         )
-        for name, text in {**STAGES, **TOOLS}.items()
-    }
-    ablate = parsers["ablate"]
-    ablate.add_argument("--fusion", required=True, choices=["image", "clinical", "concat", "film"])
-    ablate.add_argument("--loss", required=True, choices=["focal", "bce", "asl"])
-    ablate.add_argument("--seed", required=True, type=int)
-    for name in SEEDED:
-        parsers[name].add_argument("--seed", required=True, type=int)
-    parsers["fold"].add_argument("--seed", required=True, type=int)
-    parsers["fold"].add_argument("--fold", required=True, type=int)
-    cell = parsers["init_cell"]
-    cell.add_argument("--init", required=True, choices=["imagenet", "contrastive"])
-    cell.add_argument("--mode", required=True, choices=["linear", "finetune"])
-    cell.add_argument("--seed", required=True, type=int)
+        for name, stage_text in names.items():
+            stage = add(stages, name, stage_text + STAGE_NOTE, prog=f"olives {group} {name}")
+            for arg, spec in PAPER_ARGS.get(name, {}).items() if group == "paper" else ():
+                stage.add_argument(f"--{arg}", **spec)
+    return parser
+
+
+def add(sub: Any, name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """One sub-command: its help line, its description and what it reads and writes."""
+    return sub.add_parser(
+        name,
+        help=text.split(". ")[0],
+        description=textwrap.fill(text, 79),
+        epilog=usage(name),
+        formatter_class=Formatter,
+        **kwargs,
+    )
+
+
+def add_tool_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
     predict = parsers["predict"]
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     predict.add_argument(
@@ -205,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the width, zero fill) before calibration and thresholds, as evaluate.tta does; one "
         "forward pass for the scan and one per view, shift being two (default: none)",
     )
+    for name, unit in (("bcva", "ETDRS letters"), ("cst", "micrometres")):
+        predict.add_argument(
+            f"--{name}",
+            type=float,
+            help=f"{name.upper()} ({unit}) for every scan whose input gives none (default: "
+            "the metadata's, else imputed and flagged)",
+        )
+    parsers["ui"].add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    parsers["ui"].add_argument("--port", type=int, default=5000, help="port (5000)")
     parsers["promote"].add_argument(
         "--version", help="registered version to promote (default: the file in train.model_dir)"
     )
@@ -232,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sort-by", help="column to sort by (default: first metric)")
     compare.add_argument("--ascending", action="store_true", help="smallest first")
     compare.add_argument("--out", default="reports/compare", help="folder for .md and .csv")
-    return parser
 
 
 def usage(name: str) -> str | None:
@@ -243,7 +303,12 @@ def usage(name: str) -> str | None:
 
 
 def dispatch(params: Params | None, args: argparse.Namespace) -> None:
-    if args.command == "predict":
+    if args.command in ("stage", "paper"):
+        package = "olives.stages" + ".paper" * (args.command == "paper")
+        module = importlib.import_module(f"{package}.{args.stage}")
+        coordinates = {arg: getattr(args, arg) for arg in PAPER_ARGS.get(args.stage, {})}
+        module.run(params, **coordinates)
+    elif args.command == "predict":
         from olives.serving import predict
 
         predict.run(
@@ -255,6 +320,8 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             volume_from=args.volume_from,
             tta=args.tta,
+            bcva=args.bcva,
+            cst=args.cst,
         )
     elif args.command == "request":
         import json
@@ -271,22 +338,24 @@ def dispatch(params: Params | None, args: argparse.Namespace) -> None:
         compare(params, args)
     elif args.command == "promote":
         promote(params, args.version)
-    elif args.command == "ablate":
-        from olives.stages import ablate
+    elif args.command == "ui":
+        from olives.tracking.ui import run_ui
 
-        ablate.run(params, args.fusion, args.loss, args.seed)
-    elif args.command in SEEDED:
-        importlib.import_module(f"olives.stages.{args.command}").run(params, args.seed)
-    elif args.command == "fold":
-        from olives.stages import fold
+        run_ui(params.tracking, host=args.host, port=args.port)
 
-        fold.run(params, args.seed, args.fold)
-    elif args.command == "init_cell":
-        from olives.stages import init_cell
 
-        init_cell.run(params, args.init, args.mode, args.seed)
-    else:
-        importlib.import_module(f"olives.stages.{args.command}").run(params)
+def moved(argv: Sequence[str]) -> str | None:
+    """The line for a stage called by its old name (`olives train`): where it lives now."""
+    words = iter(argv)
+    for word in words:
+        if word == "--params":
+            next(words, None)
+        elif not word.startswith("-"):
+            group = "stage" if word in STAGES else "paper" if word in PAPER else None
+            if group is None:
+                return None
+            return f"`olives {word}` is now `olives {group} {word}` (or `dvc repro`)"
+    return None
 
 
 def compare(params: Params, args: argparse.Namespace) -> None:
@@ -317,6 +386,10 @@ def promote(params: Params, version: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if line := moved(argv):
+        print(f"olives: error: {line}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     if int(os.environ.get("RANK", 0)) > 0:

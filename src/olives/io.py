@@ -37,10 +37,10 @@ def recorded_source(report: str | Path) -> str:
     they ran on (the params may have changed since)."""
     path = Path(report)
     if not path.is_file():
-        raise InputError(f"{path}: not found; run `olives download` first")
+        raise InputError(f"{path}: not found; run `olives stage download` first")
     source = read_json(path).get("source")
     if not isinstance(source, str):
-        raise InputError(f"{path}: no 'source' recorded; re-run `olives download`")
+        raise InputError(f"{path}: no 'source' recorded; re-run `olives stage download`")
     return source
 
 

@@ -153,14 +153,14 @@ def needs_launch(nproc_per_node: int) -> bool:
 
 
 def torchrun(settings: dict[str, Any], stage: str, n: int) -> None:
-    """The one launcher: `olives <stage>` in `n` processes under `torchrun --standalone`, on
+    """The one launcher: `olives stage <stage>` in `n` processes under `torchrun --standalone`, on
     `settings` (the params as resolved here, a cell's overrides included) written to a
     temporary params file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(settings, sort_keys=False))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command += [f"--nproc_per_node={n}", "-m", "olives", "--params", str(path), stage]
+        command += [f"--nproc_per_node={n}", "-m", "olives", "--params", str(path), "stage", stage]
         log.info("launching %s", " ".join(command))
         code = subprocess.run(command, check=False).returncode
     if code != 0:

@@ -61,7 +61,9 @@ def list_raw(raw_dir: Path, cols: Columns) -> list[RawFile]:
         check_schema(meta.schema_arrow, cols.features(), str(path), cols.ids)
         files.append(RawFile(path.parent.name, path, meta.metadata.num_rows))
     if not files:
-        raise FileNotFoundError(f"no parquet shard under {raw_dir}/<split>/: run `olives download`")
+        raise FileNotFoundError(
+            f"no parquet shard under {raw_dir}/<split>/: run `olives stage download`"
+        )
     return files
 
 
@@ -224,7 +226,7 @@ def _broken(path: Path, reason: str) -> BrokenCacheError:
     reason = " ".join(reason.split())  # one line, whatever the library's message held
     return BrokenCacheError(
         f"{path} is truncated or not this project's cache ({reason}); "
-        "re-run `olives preprocess` (or `dvc repro preprocess`)"
+        "re-run `olives stage preprocess` (or `dvc repro preprocess`)"
     )
 
 
@@ -232,7 +234,7 @@ def _open_images(path: Path) -> np.ndarray:
     """`images.npy` memory-mapped, once its header says uint8 images x height x width and
     the file holds exactly the bytes that header announces."""
     if not path.exists():
-        raise BrokenCacheError(f"{path}: not found; run `olives preprocess` first")
+        raise BrokenCacheError(f"{path}: not found; run `olives stage preprocess` first")
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
@@ -261,7 +263,7 @@ def _read_index(path: Path, n_images: int, skipped: Path) -> pd.DataFrame:
     """`index.parquet`, whose rows must point into the images: every image slot is either a
     row of the index or a line of `skipped.csv` (when that listing is there)."""
     if not path.exists():
-        raise BrokenCacheError(f"{path}: not found; run `olives preprocess` first")
+        raise BrokenCacheError(f"{path}: not found; run `olives stage preprocess` first")
     try:
         index = pd.read_parquet(path)
     except (OSError, ValueError) as exc:

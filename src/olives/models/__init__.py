@@ -19,14 +19,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "parse_pretrained",
         ],
         "bundle": ["BundleError", "ModelBundle"],
-        "ensemble": [
-            "EnsembleNet",
-            "Member",
-            "check_members",
-            "combine",
-            "ensemble_from_description",
-            "is_ensemble",
-        ],
+        "combine": ["check_members", "combine"],
+        "ensemble": ["EnsembleNet", "Member", "ensemble_from_description", "is_ensemble"],
         "fusion": ["BiomarkerNet", "ClinicalMLP", "FiLM", "build_model", "model_from_description"],
         "gradcam": [
             "annotated_overlay",

@@ -108,7 +108,7 @@ class ModelBundle:
         path = Path(path)
         path = path / FILE if path.is_dir() else path
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found; run `olives train` first")
+            raise FileNotFoundError(f"{path}: model file not found; run `olives stage train` first")
         try:
             with safe_open(str(path), "pt") as handle:
                 meta = json.loads((handle.metadata() or {})[_KEY])
@@ -182,5 +182,5 @@ def _check_digest(path: Path, recorded: Any, weights: dict[str, torch.Tensor]) -
     if recorded != _weights_digest(weights):
         raise BundleError(
             f"{path}: weights do not match their recorded digest: the file is corrupt or was "
-            "modified; re-run `olives train`"
+            "modified; re-run `olives stage train`"
         )

@@ -1,4 +1,5 @@
-"""An ensemble of trained models (e.g. the k fold models) as one `ModelBundle`.
+"""The network of an ensemble of trained models (e.g. the k fold models); `olives.models.combine`
+makes the `ModelBundle` of it.
 
 `EnsembleNet` is a drop-in for `BiomarkerNet`: forward(images, clinical) -> logits [B, L], so
 evaluate, report, `olives predict` and the MLflow model take an ensemble bundle unchanged.
@@ -29,16 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from olives.config import ModelConfig
 from olives.models.fusion import BiomarkerNet, model_from_description
-
-if TYPE_CHECKING:
-    from olives.models.bundle import ModelBundle
 
 KIND = "ensemble"
 LOGIT_LIMIT = 40.0  # |logit| cap; sigmoid(40) is 1 - 4e-18, past float32's resolution
@@ -177,71 +175,3 @@ def ensemble_from_description(description: dict[str, Any]) -> EnsembleNet:
         for m in description["members"]
     ]
     return EnsembleNet(members, description["clinical"], description["clinical_stats"])
-
-
-def combine(
-    members: Sequence[ModelBundle],
-    thresholds: Sequence[float],
-    clinical_stats: dict[str, dict[str, float]],
-    member_hashes: Sequence[str] | None = None,
-    params: dict[str, Any] | None = None,
-) -> ModelBundle:
-    """One bundle averaging the members' calibrated probabilities (temperatures 1), decided
-    at `thresholds` (tuned by the caller on the averaged probabilities) and taking clinical
-    values standardised with `clinical_stats`. The members must agree on labels, clinical
-    names, image size and resize policy. `params`: the params every member shares, the member
-    count, their model hashes when given, then the caller's `params`. The members' modules
-    are shared with the ensemble, not copied."""
-    from olives.models.bundle import BundleError, ModelBundle
-
-    check_members(members)
-    first = members[0]
-    missing = [n for n in first.clinical if n not in clinical_stats]
-    if missing:
-        raise BundleError(f"clinical_stats has no statistics for {missing}")
-    if member_hashes is not None and len(member_hashes) != len(members):
-        raise BundleError(f"{len(member_hashes)} member hashes for {len(members)} members")
-    net = EnsembleNet(
-        [Member(m.model, tuple(m.temperatures or ()), m.clinical_stats) for m in members],
-        first.clinical,
-        clinical_stats,
-    )
-    shared = {
-        k: v for k, v in first.params.items() if all(m.params.get(k) == v for m in members[1:])
-    }
-    shared["ensemble.members"] = len(members)
-    if member_hashes is not None:
-        shared["ensemble.member_sha256"] = list(member_hashes)
-    return ModelBundle(
-        model=net.eval(),
-        labels=first.labels,
-        clinical=first.clinical,
-        thresholds=tuple(float(t) for t in thresholds),
-        clinical_stats={n: dict(clinical_stats[n]) for n in first.clinical},
-        image_size=first.image_size,
-        resize=first.resize,
-        params={**shared, **(params or {})},
-    )
-
-
-def check_members(members: Sequence[ModelBundle]) -> None:
-    """Refuse members that cannot be averaged, naming what differs and in which member."""
-    from olives.models.bundle import BundleError
-
-    if not members:
-        raise BundleError("an ensemble needs at least one member")
-    first = members[0]
-    for i, member in enumerate(members[1:], start=1):
-        for name in ("labels", "clinical", "image_size", "resize"):
-            mine, theirs = _plain(getattr(first, name)), _plain(getattr(member, name))
-            if mine != theirs:
-                raise BundleError(
-                    f"ensemble members disagree on {name}: member 0 has {mine!r}, "
-                    f"member {i} has {theirs!r}"
-                )
-
-
-def _plain(value: Any) -> Any:
-    """Tuples and lists compare alike (a loaded bundle's sizes are tuples, a built one's may
-    be lists)."""
-    return tuple(value) if isinstance(value, list | tuple) else value

@@ -219,7 +219,7 @@ def load_encoder(model: nn.Module, path: Path, name: str) -> None:
     if meta.get("backbone") != name:
         raise WeightsUnavailableError(
             f"{path}: encoder pre-trained for backbone {meta.get('backbone')!r}, "
-            f"model.backbone is {name!r}; re-run `olives pretrain`"
+            f"model.backbone is {name!r}; re-run `olives stage pretrain`"
         )
     model.reset_classifier(0)
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)

@@ -48,12 +48,12 @@ def load_inputs(params: Params) -> ReportInputs:
     if tuple(metrics["labels"]) != labels:
         raise InputError(
             f"{files.metrics} has labels {metrics['labels']}, the model "
-            f"has {list(labels)}: re-run `olives evaluate`"
+            f"has {list(labels)}: re-run `olives stage evaluate`"
         )
     if "per_volume" not in metrics:
         raise InputError(
-            f"{files.metrics} has no per-volume metrics (an older `olives evaluate` wrote it): "
-            "re-run `olives evaluate`"
+            f"{files.metrics} has no per-volume metrics (an older evaluate stage wrote it): "
+            "re-run `olives stage evaluate`"
         )
     predictions = pd.read_csv(need(files.predictions, "evaluate"))
     wanted = ["row", params.patient_column]

@@ -276,7 +276,7 @@ def volume_table_of(inputs: ReportInputs) -> pd.DataFrame | str:
         counted = str(len(volumes))
     raise InputError(
         f"metrics.json counts {block['n_volumes']} test volumes, predictions.csv {counted}: "
-        "re-run `olives evaluate`"
+        "re-run `olives stage evaluate`"
     )
 
 

@@ -191,7 +191,7 @@ def model_config(params: Params) -> ModelConfig:
     if not files.encoder.is_file():
         raise InputError(
             f"model.pretrained is 'pretrain' but {files.encoder} does not exist: set "
-            "pretrain.epochs > 0 and run `olives pretrain` (dvc repro runs it before train)"
+            "pretrain.epochs > 0 and run `olives stage pretrain` (dvc repro runs it before train)"
         )
     return dataclasses.replace(params.model, pretrained=f"file:{files.encoder}")
 

@@ -35,8 +35,8 @@ from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.inference import predict_logits
 from olives.runtime import Runtime
 from olives.stages import split, train
-from olives.stages.ablate import cell_folders
-from olives.stages.init_data import data_params
+from olives.stages.paper.ablate import cell_folders
+from olives.stages.paper.init_data import data_params
 from olives.tracking.registry import SHA_TAG
 from olives.tracking.runs import Tracker
 

@@ -14,7 +14,7 @@ from typing import Any
 from olives.config import ConfigError, Params
 from olives.io import PaperFiles
 from olives.stages import pretrain
-from olives.stages.init_data import data_params
+from olives.stages.paper.init_data import data_params
 
 OVERRIDDEN = ("seed", "pretrain.epochs")  # set by the cell, not by params.yaml
 PARAMS = (

@@ -20,7 +20,7 @@ from olives.data.prepare import read_index
 from olives.io import PaperFiles
 from olives.models import ModelBundle
 from olives.runtime import Runtime
-from olives.stages import ensemble, fold
+from olives.stages.paper import ensemble, fold
 from olives.training.distill import KEEP, ROW, pseudo_labels
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ import pandas as pd
 from olives.config import ConfigError, Params, select
 from olives.errors import InputError
 from olives.io import PaperFiles
-from olives.stages import evaluate, fold, pseudo, track, train
-from olives.stages.ablate import cell_folders
-from olives.stages.init_data import data_params
+from olives.stages import evaluate, track, train
+from olives.stages.paper import fold, pseudo
+from olives.stages.paper.ablate import cell_folders
+from olives.stages.paper.init_data import data_params
 from olives.training.distill import KEEP
 
 log = logging.getLogger(__name__)

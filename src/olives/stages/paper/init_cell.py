@@ -17,8 +17,8 @@ from typing import Any
 from olives.config import ConfigError, Params, select
 from olives.io import PaperFiles
 from olives.stages import evaluate, track, train
-from olives.stages.ablate import cell_folders
-from olives.stages.init_pretrain import pretrain_params
+from olives.stages.paper.ablate import cell_folders
+from olives.stages.paper.init_pretrain import pretrain_params
 
 log = logging.getLogger(__name__)
 

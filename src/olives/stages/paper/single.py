@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from olives.config import Params
-from olives.stages.student import BASE, fit_and_test
+from olives.stages.paper.student import BASE, fit_and_test
 
 PARAMS = BASE
 

@@ -28,7 +28,8 @@ from olives.config import Params
 from olives.io import file_sha256
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
-from olives.stages import ensemble, fold, student, track
+from olives.stages import track
+from olives.stages.paper import ensemble, fold, student
 from olives.tracking.registry import SHA_TAG, version_of
 from olives.tracking.runs import Tracker
 

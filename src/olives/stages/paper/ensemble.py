@@ -33,10 +33,11 @@ from olives.evaluation.metrics import tune_thresholds
 from olives.io import PaperFiles, file_sha256, reset_dir
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
-from olives.models.ensemble import combine
+from olives.models.combine import combine
 from olives.runtime import Runtime
-from olives.stages import evaluate, fold, track
-from olives.stages.init_data import data_params
+from olives.stages import evaluate, track
+from olives.stages.paper import fold
+from olives.stages.paper.init_data import data_params
 from olives.tracking.registry import SHA_TAG
 from olives.tracking.runs import Tracker
 from olives.training.distill import ROW, eligible_rows
