@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from olives.config import Params
 from olives.data.cache import open_cache
 from olives.data.prepare import clinical_features, read_index
 from olives.runtime import Runtime, padded_length
@@ -80,6 +81,23 @@ def load_splits(
             frame=part,
         )
     return out
+
+
+def split_of(
+    params: Params,
+    name: str,
+    labels: tuple[str, ...] | None = None,
+    clinical: tuple[str, ...] | None = None,
+) -> SplitData:
+    """Split `name` of the cache and split folders `params` names, with the model's `labels`
+    and `clinical` names (default: the params')."""
+    return load_splits(
+        Path(params.preprocess.cache_dir),
+        Path(params.split.out_dir),
+        params.labels if labels is None else labels,
+        params.clinical if clinical is None else clinical,
+        names=(name,),
+    )[name]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from olives.config import TTA_SHIFT, TtaView
-from olives.data.loader import BatchSource
+from olives.config import TTA_SHIFT, EvaluateConfig, TtaView
+from olives.data.loader import BatchSource, SplitData
 from olives.runtime import Runtime, padded_length
 
 TTA_VIEWS: tuple[str, ...] = typing.get_args(TtaView)
@@ -117,6 +117,22 @@ def predict_logits(
     padded = np.arange(len(positions)).reshape(-1, runtime.world_size).T.reshape(-1)
     first_n = np.argsort(padded)[:n]  # where each of the n positions sits in `gathered`
     return gathered[runtime.to_device(torch.from_numpy(first_n))]
+
+
+def split_logits(
+    model: nn.Module,
+    data: SplitData,
+    runtime: Runtime,
+    cfg: EvaluateConfig,
+    tta: Sequence[str] = (),
+) -> np.ndarray:
+    """Host logits [N, L] of `model` on a whole split, in its row order, batched as
+    `evaluate.batch_size` / `evaluate.amp` say: the one way evaluate and the paper's stages
+    (out-of-fold, unlabelled pool, pseudo-labels) predict a split."""
+    logits = predict_logits(
+        model, BatchSource(data, runtime), runtime, cfg.batch_size, cfg.amp, tta
+    )
+    return runtime.to_host(logits)
 
 
 def predict(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from olives.config import Params
-from olives.data.loader import BatchSource, SplitData, load_splits
+from olives.data.loader import SplitData, split_of
 from olives.data.volumes import volume_table
 from olives.errors import InputError
 from olives.evaluation.calibration import calibration_table
@@ -31,7 +31,7 @@ from olives.evaluation.volumes import volume_metrics
 from olives.io import EvaluateFiles, file_sha256, recorded_source, write_json
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
-from olives.models.inference import predict_logits
+from olives.models.inference import split_logits
 from olives.reporting import figures
 from olives.runtime import Runtime
 
@@ -60,18 +60,10 @@ def run(params: Params) -> dict[str, Any]:
     cfg = params.evaluate
     runtime = Runtime.from_env()
     bundle = ModelBundle.load(params.train.model_dir, runtime.device)
-    test = load_splits(
-        Path(params.preprocess.cache_dir),
-        Path(params.split.out_dir),
-        bundle.labels,
-        bundle.clinical,
-        names=("test",),
-    )["test"]
+    test = split_of(params, "test", bundle.labels, bundle.clinical)
     if len(test) == 0:
         raise InputError(f"the test split in {params.split.out_dir} is empty: nothing to evaluate")
-    source = BatchSource(test, runtime)
-    logits = predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp, cfg.tta)
-    logits = runtime.to_host(logits)
+    logits = split_logits(bundle.model, test, runtime, cfg, cfg.tta)
     probs = bundle.probabilities(logits)
     thresholds, patient = bundle.threshold_array(), params.patient_column
     metrics = evaluate_predictions(

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 
 from olives.config import ConfigError, Params, TeacherConfig, select
-from olives.data.loader import BatchSource, SplitData, load_splits
+from olives.data.loader import SplitData, split_of
 from olives.io import PaperFiles, file_sha256
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
-from olives.models.inference import predict_logits
+from olives.models.inference import split_logits
 from olives.runtime import Runtime
 from olives.stages import split, train
 from olives.stages.paper.ablate import cell_folders
@@ -141,12 +141,9 @@ def tag_run(cell: Params, tags: dict[str, Any]) -> None:
 def predict_split(
     teacher: Params, bundle: ModelBundle, data: SplitData, runtime: Runtime
 ) -> np.ndarray:
-    """Calibrated probabilities [N, L] of `bundle` on `data`, in its row order (as `evaluate`
-    predicts the test split)."""
-    source = BatchSource(data, runtime)
-    cfg = teacher.evaluate
-    logits = predict_logits(bundle.model, source, runtime, cfg.batch_size, cfg.amp)
-    return bundle.probabilities(runtime.to_host(logits))
+    """Calibrated probabilities [N, L] of `bundle` on `data`, in its row order, as `evaluate`
+    predicts (without test-time augmentation)."""
+    return bundle.probabilities(split_logits(bundle.model, data, runtime, teacher.evaluate))
 
 
 def write_oof(teacher: Params, fold: int, path: Path) -> pd.DataFrame:
@@ -154,13 +151,7 @@ def write_oof(teacher: Params, fold: int, path: Path) -> pd.DataFrame:
     calibrated probabilities `<L>_prob`."""
     runtime = Runtime.from_env()
     bundle = ModelBundle.load(teacher.train.model_dir, runtime.device)
-    held_out = load_splits(
-        Path(teacher.preprocess.cache_dir),
-        Path(teacher.split.out_dir),
-        bundle.labels,
-        bundle.clinical,
-        names=("val",),
-    )["val"]
+    held_out = split_of(teacher, "val", bundle.labels, bundle.clinical)
     probs = predict_split(teacher, bundle, held_out, runtime)
     frame, patient = held_out.frame, teacher.patient_column
     table = pd.DataFrame(
