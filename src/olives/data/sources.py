@@ -372,7 +372,11 @@ def local_rows(
 def _parquet_problem(file: Path, cols: Columns) -> InputError | None:
     """Why `file` cannot be read as a shard of the hub schema (a FIFO would block the
     reader; a footer is no table of ours), or None; checked for every file before any row."""
-    if not stat.S_ISREG(file.stat().st_mode):
+    try:
+        regular = stat.S_ISREG(file.stat().st_mode)
+    except OSError as exc:  # a broken link, a link loop
+        return SourceError(f"data.local.path: {file}: {exc.strerror or exc}")
+    if not regular:
         return SourceError(f"data.local.path: {file} is not a regular file")
     try:
         check_schema(pq.ParquetFile(file).schema_arrow, cols.features(), str(file), cols.ids)
