@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "cache": [
             "BrokenCacheError",
+            "EMPTY_REASON",
             "RawFile",
             "TooManyCorruptError",
             "build_cache",
@@ -58,13 +59,16 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "train_statistics",
             "write_outputs",
         ],
-        "schema": ["Columns", "SchemaError", "check_schema", "olives_features"],
+        "schema": ["Columns", "SchemaError", "check_schema", "olives_features", "one_error"],
         "shards": ["ShardWriter"],
         "sources": [
+            "Listed",
             "SourceError",
             "check_clinical",
             "check_clinical_shards",
+            "check_hub_reachable",
             "checked_row",
+            "clinical_problems",
             "derive_patients",
             "describe_raw",
             "download",
@@ -72,6 +76,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "huggingface_rows",
             "imagefolder_rows",
             "local_rows",
+            "one_handler_for_hub_logs",
             "parquet_rows",
             "read_metadata",
             "write_splits",

@@ -39,7 +39,10 @@ DUPLICATES = "duplicates.csv"
 
 
 class TooManyCorruptError(InputError, RuntimeError):
-    """More undecodable images than `preprocess.max_corrupt_fraction` allows."""
+    """More empty or undecodable images than `preprocess.max_corrupt_fraction` allows."""
+
+
+EMPTY_REASON = "empty file (0 bytes)"  # skipped.csv's reason for an image without bytes
 
 
 class BrokenCacheError(InputError, RuntimeError):
@@ -91,16 +94,16 @@ def build_cache(raw_dir: Path, cfg: PreprocessConfig, cols: Columns) -> dict[str
                 rec["row"] = len(records)
                 sink.write(result.tobytes())
                 records.append(rec)
-    index = _finish_index(pd.DataFrame.from_records(records), cols)
-    index.to_parquet(out / INDEX, index=False)
+    # The listing first: it survives any failure below, naming every skipped image.
     pd.DataFrame(skipped, columns=["source_split", "source_row", "path", "reason"]).to_csv(
         out / SKIPPED, index=False
     )
+    _check_corrupt(skipped, total, cfg.max_corrupt_fraction, out / SKIPPED)
+    index = _finish_index(pd.DataFrame.from_records(records), cols)
+    index.to_parquet(out / INDEX, index=False)
     dups = duplicate_table(index, cols)
     dups.to_csv(out / DUPLICATES, index=False)
-    report = _report(index, skipped, dups, total, cfg, cols)
-    _check_corrupt(len(skipped), total, cfg.max_corrupt_fraction, out / SKIPPED)
-    return report
+    return _report(index, skipped, dups, total, cfg, cols)
 
 
 @contextmanager
@@ -155,6 +158,8 @@ def _record(file: RawFile, source_row: int, row: dict[str, Any], cols: Columns) 
 
 def _decode(data: bytes, cfg: PreprocessConfig) -> np.ndarray | str:
     """The resized image, or the reason it could not be decoded (a string)."""
+    if not data:
+        return EMPTY_REASON
     try:
         return load_scan(data, cfg.height, cfg.width, cfg.resize)
     except DecodeError as exc:
@@ -194,6 +199,7 @@ def _report(
         "labelled": int(index["labelled"].sum()),
         "unlabeled": int((~index["labelled"]).sum()),
         "skipped_corrupt": len(skipped),
+        "skipped_empty": sum(s["reason"] == EMPTY_REASON for s in skipped),
         "corrupt_fraction": round(len(skipped) / max(total, 1), 5),
         "duplicate_rows": len(dups),
         "duplicate_groups": int(groups.ngroups),
@@ -204,11 +210,17 @@ def _report(
     }
 
 
-def _check_corrupt(n_bad: int, total: int, limit: float, listing: Path) -> None:
+def _check_corrupt(skipped: list[dict[str, Any]], total: int, limit: float, listing: Path) -> None:
+    """One error for all the images skipped, once more of them than `limit` (a fraction):
+    how many, of which kind, and the file that lists each with its reason."""
+    n_bad = len(skipped)
     if total and n_bad / total > limit:
+        empty = sum(s["reason"] == EMPTY_REASON for s in skipped)
+        kinds = f" ({empty} empty, {n_bad - empty} undecodable)" if empty else ""
         raise TooManyCorruptError(
-            f"{n_bad} of {total} images ({n_bad / total:.2%}) could not be decoded, more than "
-            f"preprocess.max_corrupt_fraction = {limit:.2%}; they are listed in {listing}"
+            f"{n_bad} of {total} images ({n_bad / total:.2%}) could not be decoded{kinds}, "
+            f"more than preprocess.max_corrupt_fraction = {limit:.2%}; they are listed in "
+            f"{listing}"
         )
 
 

@@ -44,6 +44,20 @@ class SchemaError(InputError, ValueError):
     """Raw data lacks a column or has one of the wrong type."""
 
 
+SHOWN = 5  # problems spelled out in one error; the count says how many there are in all
+
+
+def one_error(problems: Sequence[InputError], what: str) -> InputError:
+    """Every problem of a run as one error (of the first one's class): a single problem as
+    it is, several as their count and the first `SHOWN`, so a user fixes them all at once
+    instead of meeting them one run at a time."""
+    if len(problems) == 1:
+        return problems[0]
+    first = "; ".join(str(p) for p in problems[:SHOWN])
+    more = f"; ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    return type(problems[0])(f"{len(problems)} {what}: {first}{more}")
+
+
 @dataclass(frozen=True)
 class Columns:
     """The column names every stage agrees on, taken from the shared params keys."""
