@@ -160,7 +160,7 @@ def test_bad_images_under_the_threshold_are_all_listed_and_the_rest_cached(
     if layout == "imagefolder":  # the listing pass sees them: one warning each kind
         assert raw["empty_files"]["count"] == N_EMPTY
         assert raw["missing_files"]["count"] == 1
-        warned = [r.getMessage() for r in caplog.records if r.name == "olives.data.sources"]
+        warned = [r.getMessage() for r in caplog.records if r.name == "olives.data.local"]
         assert len(warned) == 2 and "3 of 41 files listed" in warned[1]
         assert "are empty (first: empty-a.png, empty-b.tif, sub/empty-c.png)" in warned[1]
 

@@ -155,14 +155,14 @@ def test_unreachable_hub_names_the_offline_sources(tmp_path, monkeypatch):
     the two); the probe itself: tests/test_hub_offline.py."""
     import datasets
 
-    from olives.data import sources
+    from olives.data import hub
 
     def offline(*args, **kwargs):
         raise ConnectionError(
             "Couldn't reach 'gOLIVES/OLIVES_Dataset' on the Hub (LocalEntryNotFoundError)"
         )
 
-    monkeypatch.setattr(sources, "check_hub_reachable", lambda repo_id, revision: None)
+    monkeypatch.setattr(hub, "check_hub_reachable", lambda repo_id, revision: None)
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(SourceError, match=r"data\.source: synthetic"):
         download(params_for(tmp_path, source="huggingface"))

@@ -256,7 +256,7 @@ def test_a_missing_file_under_the_threshold_is_one_warning(tmp_path, caplog):
     (folder / "7.png").unlink()
     with caplog.at_level(logging.WARNING):
         report = download_stage.run(params_for(tmp_path, folder))
-    warnings = [r for r in caplog.records if r.name == "olives.data.sources"]
+    warnings = [r for r in caplog.records if r.name == "olives.data.local"]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert "1 of 60 files listed" in warnings[0].message and "(first: 7.png)" in warnings[0].message
     assert report["splits"]["train"]["rows"] == 59

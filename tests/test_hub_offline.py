@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from olives.data import sources
-from olives.data.sources import SourceError, check_hub_reachable
+from olives.data import hub as sources
+from olives.data.hub import check_hub_reachable
+from olives.data.rows import SourceError
 
 CLOSED_PORT = "http://127.0.0.1:9"  # the discard port: nothing listens on it here
 
@@ -73,7 +74,7 @@ def test_the_hub_libraries_log_through_the_root_handler_once(tmp_path):
 import logging, sys
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 import datasets
-from olives.data.sources import one_handler_for_hub_logs
+from olives.data.hub import one_handler_for_hub_logs
 if sys.argv[1] == "fixed":
     one_handler_for_hub_logs()
 logging.getLogger("huggingface_hub.utils._http").warning("retrying in 1s")
