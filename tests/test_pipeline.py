@@ -108,7 +108,7 @@ def test_dvc_repro_runs_every_stage(reproduced):
 MARKER = "<!-- tested: tests/test_pipeline.py runs this block -->\n```bash\n"
 
 
-def tested_blocks() -> dict[str, list[str]]:
+def marked_blocks() -> dict[str, list[str]]:
     """The shell blocks marked as tested in README.md and docs/*.md, in order, by page."""
     pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     blocks = {}
@@ -121,7 +121,7 @@ def tested_blocks() -> dict[str, list[str]]:
 
 def way_back_block() -> str:
     """The docs' way back to the committed state after an experiment."""
-    (block,) = [b for b in tested_blocks()["docs/experiments.md"] if b.startswith("git checkout")]
+    (block,) = [b for b in marked_blocks()["docs/experiments.md"] if b.startswith("git checkout")]
     return block
 
 
@@ -141,9 +141,10 @@ def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypatch):
-    """Compare, serve the champion with the README's request, predict the same scan, run an
-    experiment and go back: one model identity throughout (issue 20's acceptance)."""
+def test_documented_day_two_commands_work_as_written(reproduced, tmp_path, monkeypatch):
+    """Compare (docs/experiments.md), serve the champion with the README's request, predict the
+    same scan, run an experiment and take the way back (docs/experiments.md): one model
+    identity throughout (issue 20's acceptance)."""
     from olives.config import TrackingConfig
     from olives.io import file_sha256
     from olives.tracking.registry import identify
@@ -152,7 +153,7 @@ def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypat
 
     project, env = reproduced
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store below, as in `env`
-    blocks = tested_blocks()
+    blocks = marked_blocks()
     assert sum(map(len, blocks.values())) == 3, blocks
     (compare,) = [b for b in blocks["docs/experiments.md"] if b.startswith("olives compare")]
     (serve,) = [b for b in blocks["README.md"] if "mlflow models serve" in b]
