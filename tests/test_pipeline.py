@@ -105,11 +105,24 @@ def test_dvc_repro_runs_every_stage(reproduced):
     assert status.stdout.split() == ["track:", "always", "changed"]  # the lock covers the rest
 
 
-def readme_blocks() -> list[str]:
-    """The README's shell blocks marked as tested, in order."""
-    text = (REPO / "README.md").read_text()
-    marker = "<!-- tested: tests/test_pipeline.py runs this block -->\n```bash\n"
-    return [part.split("```", 1)[0] for part in text.split(marker)[1:]]
+MARKER = "<!-- tested: tests/test_pipeline.py runs this block -->\n```bash\n"
+
+
+def marked_blocks() -> dict[str, list[str]]:
+    """The shell blocks marked as tested in README.md and docs/*.md, in order, by page."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    blocks = {}
+    for page in pages:
+        parts = page.read_text().split(MARKER)[1:]
+        if parts:
+            blocks[str(page.relative_to(REPO))] = [part.split("```", 1)[0] for part in parts]
+    return blocks
+
+
+def way_back_block() -> str:
+    """The docs' way back to the committed state after an experiment."""
+    (block,) = [b for b in marked_blocks()["docs/experiments.md"] if b.startswith("git checkout")]
+    return block
 
 
 def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
@@ -128,9 +141,10 @@ def bash(project: Path, env: dict, script: str, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypatch):
-    """Compare, serve the champion with the README's request, predict the same scan, run an
-    experiment and go back: one model identity throughout (issue 20's acceptance)."""
+def test_documented_day_two_commands_work_as_written(reproduced, tmp_path, monkeypatch):
+    """Compare (docs/experiments.md), serve the champion with the README's request, predict the
+    same scan, run an experiment and take the way back (docs/experiments.md): one model
+    identity throughout (issue 20's acceptance)."""
     from olives.config import TrackingConfig
     from olives.io import file_sha256
     from olives.tracking.registry import identify
@@ -139,11 +153,11 @@ def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypat
 
     project, env = reproduced
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store below, as in `env`
-    blocks = readme_blocks()
-    assert len(blocks) == 3
-    (compare,) = [b for b in blocks if b.startswith("olives compare")]
-    (serve,) = [b for b in blocks if "mlflow models serve" in b]
-    (way_back,) = [b for b in blocks if b.startswith("git checkout")]
+    blocks = marked_blocks()
+    assert sum(map(len, blocks.values())) == 3, blocks
+    (compare,) = [b for b in blocks["docs/experiments.md"] if b.startswith("olives compare")]
+    (serve,) = [b for b in blocks["README.md"] if "mlflow models serve" in b]
+    way_back = way_back_block()
     assert "test_macro_auroc" in bash(project, env, compare)
 
     images = np.load(project / "data/cache/images.npy", mmap_mode="r")
@@ -168,3 +182,41 @@ def test_readme_day_two_commands_work_as_written(reproduced, tmp_path, monkeypat
     bash(project, env, way_back)
     assert file_sha256(project / "models/model.safetensors") == sha
     assert identify(store, sha).is_champion  # the served model is the workspace's again
+
+
+def test_way_back_after_a_failed_experiment(reproduced):
+    """An experiment that fails offline deletes the download stage's outputs first (data/raw
+    and the git-tracked data/raw_report.json); the docs' way back restores every tracked
+    output, the workspace's model and its champion (issue 27)."""
+    from olives.config import TrackingConfig
+    from olives.io import file_sha256
+    from olives.tracking.registry import identify
+    from olives.tracking.runs import Tracker
+
+    project, env = reproduced
+    git_status = ["git", "status", "--porcelain"]
+    before = subprocess.run(git_status, cwd=project, env=env, capture_output=True, text=True)
+    assert all(line.startswith("??") for line in before.stdout.splitlines()), before.stdout
+    sha = file_sha256(project / "models/model.safetensors")
+    offline = env | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    failed = subprocess.run(
+        [*DVC, "exp", "run", "-S", "data.source=huggingface"],
+        cwd=project,
+        env=offline,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert not (project / "data/raw_report.json").exists()  # what the way back must restore
+
+    bash(project, env, way_back_block())
+    after = subprocess.run(git_status, cwd=project, env=env, capture_output=True, text=True)
+    assert after.stdout == before.stdout  # nothing tracked changed, nothing new left behind
+    status = subprocess.run(
+        [*DVC, "status", "dvc.yaml"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert status.stdout.split() == ["track:", "always", "changed"], status.stdout
+    assert file_sha256(project / "models/model.safetensors") == sha
+    store = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{project}/mlflow.db"))
+    assert identify(store, sha).is_champion
