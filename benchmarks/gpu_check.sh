@@ -54,7 +54,7 @@ pipeline() {  # with contrastive pre-training, train starting from its encoder
         'model': {'pretrained': 'pretrain'}, 'train': {'epochs': 2, 'batch_size': 16},
         'evaluate': {'bootstrap': 100}, 'report': {'gallery_size': 2}}"
     for stage in download preprocess split pretrain train evaluate report; do
-        (cd "$work/tiny" && python3 -m olives "$stage") || return 1
+        (cd "$work/tiny" && python3 -m olives stage "$stage") || return 1
     done
     cp "$work/tiny/reports/summary.json" "$out/tiny_summary.json"
 }
@@ -64,13 +64,13 @@ init_axis() {  # the paper's initialisation axis, one seed, tiny
         'pretrain': {'batch_size': 32}, 'train': {'batch_size': 16},
         'evaluate': {'bootstrap': 100}, 'paper': {'seeds': [0], 'init': {'preset': 'tiny',
         'unlabeled_fraction': 4.0, 'pretrain_epochs': 2, 'epochs': 3}}}"
-    (cd "$work/init" && python3 -m olives init_data && python3 -m olives init_pretrain --seed 0) \
+    (cd "$work/init" && python3 -m olives paper init_data && python3 -m olives paper init_pretrain --seed 0) \
         || return 1
     for cell in "imagenet linear" "imagenet finetune" "contrastive linear" "contrastive finetune"; do
         set -- $cell
-        (cd "$work/init" && python3 -m olives init_cell --init "$1" --mode "$2" --seed 0) || return 1
+        (cd "$work/init" && python3 -m olives paper init_cell --init "$1" --mode "$2" --seed 0) || return 1
     done
-    (cd "$work/init" && python3 -m olives aggregate) || return 1
+    (cd "$work/init" && python3 -m olives paper aggregate) || return 1
     cp "$work/init/reports/paper/init.csv" "$out/init_axis.csv"
 }
 

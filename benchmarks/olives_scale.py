@@ -39,12 +39,16 @@ def write_params(folder: Path, args: argparse.Namespace) -> Path:
 
 
 def run_stage(folder: Path, stage: str) -> dict:
-    """One stage as `python -m olives <stage>`: wall time and the child's peak RSS (wait4)."""
+    """One stage as `python -m olives stage <stage>`: wall time and the child's peak RSS (wait4)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with open(folder / f"{stage}.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "olives", stage], cwd=folder, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "olives", "stage", stage],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start

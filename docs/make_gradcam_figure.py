@@ -52,7 +52,7 @@ def tiny_project(folder: Path) -> Path:
     params["tracking"]["enabled"] = False
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("download", "preprocess", "split"):
-        command = [sys.executable, "-m", "olives", stage]
+        command = [sys.executable, "-m", "olives", "stage", stage]
         subprocess.run(command, cwd=folder, env=os.environ, check=True, capture_output=True)
     return folder
 

@@ -21,9 +21,10 @@ if TYPE_CHECKING:  # `datasets` is imported only where rows are written or check
     from datasets import Features
 
 
-# Plausible clinical values (README "Security and limits"): BCVA in ETDRS letters, 0-100 by
-# the chart (OLIVES: 27-100); central subfield thickness in micrometres (OLIVES: 151-723;
-# macular holes go thinner, severe oedema thicker). Other clinical columns must be finite.
+# Plausible clinical values (docs/serving.md, "Security and limits"): BCVA in ETDRS
+# letters, 0-100 by the chart (OLIVES: 27-100); central subfield thickness in micrometres
+# (OLIVES: 151-723; macular holes go thinner, severe oedema thicker). Other clinical columns
+# must be finite.
 CLINICAL_RANGES: dict[str, tuple[float, float]] = {"BCVA": (0.0, 100.0), "CST": (50.0, 1500.0)}
 
 

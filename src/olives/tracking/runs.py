@@ -301,7 +301,7 @@ class Tracker:
         return list(found or [])
 
     def promote(self, name: str, alias: str, version: Any, run_id: str) -> str:
-        """Move `alias` to `version` when it beats the holder on validation (see README):
+        """Move `alias` to `version` when it beats the holder on validation (docs/experiments.md):
         no holder yet, or a holder trained on the same split (tag `split_md5`, both recorded)
         with a lower best validation macro AUROC. Returns what happened, in words."""
         from mlflow.exceptions import MlflowException
