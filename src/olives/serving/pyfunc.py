@@ -187,8 +187,11 @@ def refuse_deep_json() -> None:
     so (a proxy's depth cap then does the job)."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import BAD_REQUEST
-    from mlflow.pyfunc import scoring_server
 
+    try:
+        from mlflow.pyfunc import scoring_server
+    except ImportError:  # no scoring server in this install: nothing to guard
+        return
     parse = getattr(scoring_server, "_decode_json_input", None)
     if parse is None or getattr(parse, "refuses_deep_json", False):
         if parse is None:
