@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import types
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from olives.data.decode import load_scan
 from olives.data.loader import BatchSource, SplitData
 from olives.data.schema import olives_features
 from olives.data.shards import ShardWriter
+from olives.errors import InputError
 from olives.models import ModelBundle, build_model
 from olives.models.inference import predict_logits
 from olives.runtime import Runtime
@@ -298,3 +300,66 @@ def test_volume_ids_from_metadata_and_dicom_win_and_never_mix_patients(predictor
     table.loc[2, "patient"] = "p"  # v2 now holds two patients: not a volume
     with pytest.raises(InputError, match="volume v2 holds scans of several patients"):
         aggregate(table, "volume", predictor.bundle)
+
+
+def test_bcva_and_cst_per_call_fill_what_the_input_does_not_give(model_dir, tmp_path):
+    from olives.serving.predict import run
+
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png(i))
+    pd.DataFrame({"file_name": ["0.png", "1.png"], "BCVA": [80, None]}).to_csv(
+        tmp_path / "metadata.csv", index=False
+    )
+    given = run([str(tmp_path)], str(model_dir), tmp_path / "given.csv", bcva=60.0, cst=250.0)
+    assert given["BCVA"].tolist() == [80.0, 60.0] and given["CST"].tolist() == [250.0, 250.0]
+    assert given[["BCVA_imputed", "CST_imputed"]].to_numpy().sum() == 0
+    pd.DataFrame({"file_name": ["0.png", "1.png"], "BCVA": [80, 60], "CST": 250}).to_csv(
+        tmp_path / "metadata.csv", index=False
+    )  # the same values from the metadata file instead
+    listed = run([str(tmp_path)], str(model_dir), tmp_path / "listed.out.csv")
+    probs = [f"{n}_prob" for n in LABELS]
+    pd.testing.assert_frame_equal(given[probs], listed[probs])
+    imputed = run([str(tmp_path / "2.png")], str(model_dir), tmp_path / "none.csv")
+    assert imputed[["BCVA_imputed", "CST_imputed"]].to_numpy().tolist() == [[1, 1]]
+
+
+@pytest.mark.parametrize(
+    ("values", "flag"),
+    [({"bcva": 500.0}, "--bcva"), ({"cst": float("inf")}, "--cst"), ({"cst": -1.0}, "--cst")],
+)
+def test_per_call_clinical_values_are_checked_by_the_served_models_rule(
+    model_dir, tmp_path, values, flag
+):
+    from olives.serving.predict import run
+    from olives.serving.scans import clinical_values
+
+    (tmp_path / "x.png").write_bytes(png(0))
+    with pytest.raises(InputError) as raised:
+        run([str(tmp_path / "x.png")], str(model_dir), tmp_path / "o.csv", **values)
+    ((name, value),) = values.items()
+    _, served = clinical_values({name.upper(): value}, [name.upper()])  # a served row's rule
+    assert str(raised.value) == f"{flag}: {served}"
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_clinical_value_the_model_does_not_read_is_refused():
+    from olives.serving.predict import check_clinical_inputs
+
+    image_only = types.SimpleNamespace(clinical=())
+    with pytest.raises(
+        InputError, match=r"^--cst: this model does not read CST \(its inputs: image\)"
+    ):
+        check_clinical_inputs({"CST": 300.0}, image_only)
+    check_clinical_inputs({}, image_only)
+
+
+def test_nan_per_call_is_refused_as_olives_request_refuses_it():
+    from olives.serving.predict import given_clinical
+    from olives.serving.request import request_body
+
+    with pytest.raises(InputError) as served:
+        request_body([], {"BCVA": float("nan")})
+    with pytest.raises(InputError, match=r"^--bcva: BCVA is nan, not a finite number$") as ours:
+        given_clinical({"BCVA": float("nan"), "CST": None})
+    assert str(ours.value) == f"--bcva: {served.value}"
+    assert given_clinical({"BCVA": 70, "CST": None}) == {"BCVA": 70.0}

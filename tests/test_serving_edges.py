@@ -143,7 +143,7 @@ def rows(server: Any, records: list[dict[str, Any]], *secrets: str | Path) -> li
     assert status == 200, text[:2000]
     assert not leaks(text, *secrets), text[:2000]
     answer = strict(text)["predictions"]
-    assert len(answer) == max(len(records), 1)
+    assert len(answer) == len(records)
     for row in answer:
         check_row(row)
     return answer
@@ -248,9 +248,7 @@ def test_an_unknown_column_is_named_in_every_row(server, column, suggestion):
     ("body", "words"),
     [
         ({"dataframe_records": [{}]}, "row 0: neither 'image' nor 'path' given"),
-        ({"dataframe_records": []}, "the request holds no rows"),
         ({"inputs": {}}, "row 0: neither 'image' nor 'path' given"),
-        ({"dataframe_split": {"columns": [], "data": []}}, "the request holds no rows"),
         ({"inputs": [1, 2]}, "unknown column '0'"),
         ({"dataframe_records": [{"image": 5}]}, "row 0: 'image' must be base64 text, got int"),
         ({"dataframe_records": [{"image": "no base64!"}]}, "row 0: 'image' is not base64 text"),
@@ -269,6 +267,35 @@ def test_empty_and_odd_requests_answer_error_rows(server, body, words):
     assert answer and all(words in row["error"] for row in answer), answer
     for row in answer:
         check_row(row)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_records": []},
+        {"dataframe_split": {"columns": [], "data": []}},
+        {"dataframe_split": {"columns": ["image", "BCVA"], "data": []}},
+        {"inputs": []},
+    ],
+)
+def test_an_empty_request_answers_no_row(server, body):
+    """A client mapping answers to rows by position gets no row it did not send."""
+    status, text = post(server.url, body)
+    assert status == 200 and not leaks(text), text[:2000]
+    assert strict(text) == {"predictions": []}
+
+
+@pytest.mark.parametrize("depth", [100_000, 2_000])
+def test_json_nested_too_deeply_gets_a_json_400(server, depth):
+    """MLflow's parser raises RecursionError past ~1000 levels; the model's loading wraps it,
+    so the answer is MLflow's JSON 400, not a plain-text 500."""
+    body = b'{"dataframe_records": ' + b"[" * depth + b"]" * depth + b"}"
+    status, text = post(server.url, body)
+    assert status == 400 and not leaks(text), text[:2000]
+    answer = strict(text)
+    assert answer["error_code"] == "BAD_REQUEST" and "nested too deeply" in answer["message"]
+    (good,) = rows(server, [{"image": b64(png())}])  # the server goes on answering
+    assert good["error"] is None
 
 
 @pytest.mark.parametrize(
@@ -350,6 +377,15 @@ def frame_rows(answer: pd.DataFrame) -> list[dict[str, Any]]:
     for row in rows_:
         check_row(row)
     return rows_
+
+
+@pytest.mark.parametrize(
+    "frame", [pd.DataFrame(), pd.DataFrame(columns=["image", "BCVA"]), pd.DataFrame({"x": []})]
+)
+def test_an_empty_frame_answers_no_row_in_process(loaded, frame):
+    answer = loaded.predict(frame)
+    assert len(answer) == 0 and "error" in answer.columns
+    assert frame_rows(answer) == []
 
 
 def test_the_model_is_logged_without_an_input_schema_and_decodes_with_few_threads(loaded):

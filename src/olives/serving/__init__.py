@@ -9,14 +9,17 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "locate": ["check_store", "downloaded", "model_file", "registered_name", "store_uri"],
         "predict": [
+            "check_clinical_inputs",
             "chunks",
+            "given_clinical",
             "model_card",
-            "model_file",
             "predict_all",
             "registered",
             "resolve_model",
             "run",
+            "with_clinical",
             "write_overlays",
         ],
         "request": ["request_body"],

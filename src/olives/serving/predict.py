@@ -34,11 +34,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from olives.config import EvaluateConfig, TrackingConfig
+from olives.data.schema import clinical_problem
 from olives.errors import InputError
 from olives.io import file_sha256, write_json
 from olives.models import ModelBundle
-from olives.models.bundle import FILE as MODEL_FILE
 from olives.runtime import Runtime
+from olives.serving.locate import URI_SCHEMES, model_file
 from olives.serving.predictor import ID_FIELDS, Decoded, Predictor, aggregate
 from olives.serving.scans import Scan, read_scans
 from olives.tracking.registry import identify
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 INFERENCE_BATCH = EvaluateConfig().batch_size  # one inference batch size: evaluate.batch_size
 CHUNK = 512  # scans decoded and predicted together (bounds memory)
 SOURCE_KEY = "data.source"  # where a model file records the data it was trained on
-URI_SCHEMES = ("models:/", "runs:/")
+CLINICAL_FLAGS = {"BCVA": "--bcva", "CST": "--cst"}  # per-call values: clinical column -> flag
 
 
 def write_overlays(
@@ -123,23 +124,6 @@ def identity(spec: str, sha256: str) -> str:
     )
 
 
-def model_file(spec: str) -> Path:
-    """The local model file `--model` names (an MLflow model is downloaded first)."""
-    if spec.startswith(URI_SCHEMES):
-        import mlflow
-
-        folder = Path(mlflow.artifacts.download_artifacts(spec))
-        found = sorted(folder.rglob(MODEL_FILE))
-        if not found:
-            raise InputError(f"{spec}: the MLflow model holds no {MODEL_FILE}")
-        return found[0]
-    path = Path(spec)
-    path = path / MODEL_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"{spec}: model file not found (a path, models:/... or runs:/...)")
-    return path
-
-
 def training_source(bundle: ModelBundle) -> str | None:
     """The data the model was trained on (`synthetic`, `huggingface`, `local`) as its file
     records it, None when it records none (`train` does not store it yet)."""
@@ -209,21 +193,26 @@ def run(
     batch_size: int = INFERENCE_BATCH,
     volume_from: str = "file",
     tta: Sequence[str] = (),
+    bcva: float | None = None,
+    cst: float | None = None,
 ) -> pd.DataFrame:
     """Predict every scan of `inputs` into `out` (CSV) and its card `OUT.json`; `--by` adds
-    `<out>.<by>.csv`; `tta` names test-time views (none by default)."""
+    `<out>.<by>.csv`; `tta` names test-time views (none by default); `bcva`/`cst` are the
+    clinical values of every scan whose input gives none (`--bcva`, `--cst`)."""
     card_file = card_path(out)
+    given = given_clinical({"BCVA": bcva, "CST": cst})
     path = model_file(model)
     sha256 = file_sha256(path)
     runtime = Runtime.from_env()
     bundle = ModelBundle.load(path, runtime.device)
+    check_clinical_inputs(given, bundle)
     card = model_card(bundle, model if model.startswith(URI_SCHEMES) else str(path), sha256)
     card |= registered(sha256)
     if card["warning"]:
         log.warning("%s", card["warning"])
     model_id = identity(model, sha256)
     predictor = Predictor(bundle, runtime, batch_size, True, model_id, tta=tuple(tta))
-    table = predict_all(predictor, inputs, gradcam_dir)
+    table = predict_all(predictor, inputs, gradcam_dir, given)
     table["model_sha256"] = sha256
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
@@ -248,14 +237,50 @@ def run(
     return table
 
 
+def given_clinical(values: dict[str, float | None]) -> dict[str, float]:
+    """The per-call clinical values that were given, each checked by the rule the served model
+    applies (`clinical_problem`); a refused one is an `InputError` naming its flag."""
+    for name, value in values.items():
+        problem = clinical_problem(name, value)
+        if problem:
+            raise InputError(f"{CLINICAL_FLAGS.get(name, name)}: {problem}")
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def check_clinical_inputs(given: dict[str, float], bundle: ModelBundle) -> None:
+    """A value the model does not read is refused, never silently dropped."""
+    for name in given:
+        if name not in bundle.clinical:
+            inputs = ", ".join(["image", *bundle.clinical])
+            raise InputError(
+                f"{CLINICAL_FLAGS.get(name, name)}: this model does not read {name} "
+                f"(its inputs: {inputs})"
+            )
+
+
+def with_clinical(scans: Iterable[Scan], given: dict[str, float]) -> Iterator[Scan]:
+    """`scans`, each missing value of `given` filled in (a value the input gives is kept)."""
+    for scan in scans:
+        for name, value in given.items():
+            if scan.clinical.get(name) is None:
+                scan.clinical[name] = value
+        yield scan
+
+
 def predict_all(
-    predictor: Predictor, inputs: list[str], gradcam_dir: Path | None = None
+    predictor: Predictor,
+    inputs: list[str],
+    gradcam_dir: Path | None = None,
+    clinical: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """One row per scan of `inputs`, chunk by chunk (overlays too with `gradcam_dir`); fails
-    only when no scan could be read."""
+    """One row per scan of `inputs`, chunk by chunk (overlays too with `gradcam_dir`), with
+    `clinical` where a scan's input gives no value; fails only when no scan could be read."""
     parts = []
+    scans = with_clinical(
+        read_scans(inputs, predictor.bundle.clinical, predictor.limits), clinical or {}
+    )
     with tqdm(unit="scan", desc="predict") as bar:
-        for chunk in chunks(read_scans(inputs, predictor.bundle.clinical, predictor.limits)):
+        for chunk in chunks(scans):
             decoded = predictor.pixels(chunk)
             table = predictor.predict_pixels(chunk, decoded)
             if gradcam_dir is not None:  # predicted rows only (the table's errors are final)

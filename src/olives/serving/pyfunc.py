@@ -28,14 +28,19 @@ Rules, because the server answers anyone who can reach it:
   scans decoded on `DECODE_THREADS` threads.
 - Every row gets an answer. A column other than `image`, `path` and the model's clinical
   ones (`Image`, `bcva`) makes every row an error row naming it, with a suggestion; a row
-  with neither image nor path is an error row; an empty request answers one error row. A
-  clinical value that is no number or is implausible (`scans.clinical_values`, the rule
-  `olives predict` applies) makes its row an error row, never an imputation.
+  with neither image nor path is an error row; an empty request (`[]`) answers no row, so
+  answers map to rows by position. A clinical value that is no number or is implausible
+  (`scans.clinical_values`, the rule `olives predict` applies) makes its row an error row,
+  never an imputation.
 - The answer is strict JSON: error rows carry null probabilities and decisions, never NaN;
   a column is numeric while complete and holds Python objects (None) once a value is
   missing, because MLflow writes NaN as the non-JSON token `NaN`.
 - `predict` never raises: an unexpected error becomes error rows with a generic message and
   the traceback goes to the server log only (MLflow would put it in the HTTP answer).
+- A body MLflow cannot parse is its JSON 400. JSON nested deeper than Python's recursion limit
+  (~1000 levels) made MLflow's parser raise `RecursionError`, which its scoring server answers
+  with a plain-text 500; loading the model wraps that parser (`refuse_deep_json`) so the answer
+  is a JSON 400 too. A proxy in front should still cap the body size: MLflow sets no limit.
 
 Why the model is logged with no input schema (`signature`): MLflow's schema enforcement drops
 every column it does not know before `predict` runs (`Image` for `image` gave an empty 200
@@ -50,6 +55,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import logging
 import math
 import os
@@ -89,6 +95,7 @@ INTERNAL_ERROR = "internal error while predicting this row"
 NO_FILES = "reading server files is disabled; send the image as base64 in 'image'"
 SHOWN = 80  # characters of a client's value repeated in a message
 NAMED = 5  # unknown columns named in a message
+DEEP_JSON = "the JSON body is nested too deeply; send a flat table in 'dataframe_split'"
 
 
 class RowError(InputError):
@@ -103,6 +110,7 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
         path = Path(context.artifacts[ARTIFACT])
         bundle = ModelBundle.load(path, runtime.device)
         predictor = Predictor(bundle, runtime, model_id=path.name, decode_threads=DECODE_THREADS)
+        refuse_deep_json()
         name = (getattr(context, "model_config", None) or {}).get(REGISTERED)
         self.setup(predictor, serve_root(), served_identity(file_sha256(path), name))
 
@@ -131,6 +139,8 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
             frame = table_of(model_input)
         except RowError as exc:
             return self.named(_failed(bundle, 1, str(exc)))
+        if not len(frame):  # no row sent, none answered: answers map to rows by position
+            return self.named(_failed(bundle, 0, ""))
         try:
             check_columns(frame.columns, _expected_columns(bundle.clinical))
         except RowError as exc:
@@ -170,6 +180,35 @@ def serve_root() -> Path | None:
     return root
 
 
+def refuse_deep_json() -> None:
+    """Have MLflow's scoring server answer JSON nested past the recursion limit with a JSON 400
+    (`DEEP_JSON`), not a plain-text 500, by wrapping its body parser in this process. The
+    parser is private to MLflow: if a release renames it, nothing is wrapped and the log says
+    so (a proxy's depth cap then does the job)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    try:
+        from mlflow.pyfunc import scoring_server
+    except ImportError:  # no scoring server in this install: nothing to guard
+        return
+    parse = getattr(scoring_server, "_decode_json_input", None)
+    if parse is None or getattr(parse, "refuses_deep_json", False):
+        if parse is None:
+            log.warning("cannot guard MLflow's JSON parser: JSON nested too deeply gets a 500")
+        return
+
+    @functools.wraps(parse)
+    def guarded(json_input: Any) -> Any:
+        try:
+            return parse(json_input)
+        except RecursionError:
+            raise MlflowException(DEEP_JSON, error_code=BAD_REQUEST) from None
+
+    guarded.refuses_deep_json = True  # type: ignore[attr-defined]
+    scoring_server._decode_json_input = guarded
+
+
 def _request_size(model_input: Any) -> int:
     """How many rows the client sent, as well as can be told (1 when it cannot)."""
     try:
@@ -179,12 +218,10 @@ def _request_size(model_input: Any) -> int:
 
 
 def table_of(model_input: Any) -> pd.DataFrame:
-    """The request as a DataFrame: MLflow passes a DataFrame for `dataframe_*` bodies and a
-    dict, list or array for `inputs`/`instances`. Raises `RowError` for anything else."""
-    frame = model_input if isinstance(model_input, pd.DataFrame) else _frame(model_input)
-    if not len(frame):
-        raise RowError("the request holds no rows; send one row per scan with 'image'")
-    return frame
+    """The request as a DataFrame (maybe of no row): MLflow passes a DataFrame for
+    `dataframe_*` bodies and a dict, list or array for `inputs`/`instances`. Raises `RowError`
+    for anything else."""
+    return model_input if isinstance(model_input, pd.DataFrame) else _frame(model_input)
 
 
 def _frame(data: Any) -> pd.DataFrame:
