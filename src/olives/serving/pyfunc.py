@@ -55,7 +55,6 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
-import functools
 import logging
 import math
 import os
@@ -78,6 +77,7 @@ from olives.errors import InputError
 from olives.io import file_sha256, inside
 from olives.models import ModelBundle
 from olives.runtime import Runtime
+from olives.serving.guard import refuse_deep_json
 from olives.serving.predictor import Predictor
 from olives.serving.scans import Scan, clinical_values, read_regular
 from olives.tracking.registry import ModelIdentity, identify
@@ -95,7 +95,6 @@ INTERNAL_ERROR = "internal error while predicting this row"
 NO_FILES = "reading server files is disabled; send the image as base64 in 'image'"
 SHOWN = 80  # characters of a client's value repeated in a message
 NAMED = 5  # unknown columns named in a message
-DEEP_JSON = "the JSON body is nested too deeply; send a flat table in 'dataframe_split'"
 
 
 class RowError(InputError):
@@ -178,35 +177,6 @@ def serve_root() -> Path | None:
     if not root.is_dir():
         raise InputError(f"{ROOT_ENV}={text!r} is not a folder")
     return root
-
-
-def refuse_deep_json() -> None:
-    """Have MLflow's scoring server answer JSON nested past the recursion limit with a JSON 400
-    (`DEEP_JSON`), not a plain-text 500, by wrapping its body parser in this process. The
-    parser is private to MLflow: if a release renames it, nothing is wrapped and the log says
-    so (a proxy's depth cap then does the job)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import BAD_REQUEST
-
-    try:
-        from mlflow.pyfunc import scoring_server
-    except ImportError:  # no scoring server in this install: nothing to guard
-        return
-    parse = getattr(scoring_server, "_decode_json_input", None)
-    if parse is None or getattr(parse, "refuses_deep_json", False):
-        if parse is None:
-            log.warning("cannot guard MLflow's JSON parser: JSON nested too deeply gets a 500")
-        return
-
-    @functools.wraps(parse)
-    def guarded(json_input: Any) -> Any:
-        try:
-            return parse(json_input)
-        except RecursionError:
-            raise MlflowException(DEEP_JSON, error_code=BAD_REQUEST) from None
-
-    guarded.refuses_deep_json = True  # type: ignore[attr-defined]
-    scoring_server._decode_json_input = guarded
 
 
 def _request_size(model_input: Any) -> int:
