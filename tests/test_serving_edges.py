@@ -350,11 +350,6 @@ def test_malformed_json_bodies_get_a_json_400_without_a_traceback(server, body):
     assert not leaks(text), text[:2000]
 
 
-@pytest.mark.xfail(
-    reason="MLflow's scoring server puts the stack trace of a CSV/parquet parse error in its "
-    "answer (scoring_server._handle_serving_error, no setting turns it off)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [(b'a,b\n1,2,3\n"x', "text/csv"), (b"PAR1xx", "application/vnd.apache.parquet")],

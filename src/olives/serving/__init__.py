@@ -24,7 +24,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "request": ["request_body"],
         "predictor": ["Decoded", "Predictor", "aggregate", "scan_volumes"],
-        "guard": ["refuse_deep_json"],
+        "guard": ["install_guards", "refuse_bad_table", "refuse_deep_json"],
         "pyfunc": [
             "OlivesModel",
             "RowError",

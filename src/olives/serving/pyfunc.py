@@ -39,7 +39,7 @@ Rules, because the server answers anyone who can reach it:
   the traceback goes to the server log only (MLflow would put it in the HTTP answer).
 - A body MLflow cannot parse is its JSON 400. JSON nested deeper than Python's recursion limit
   (~1000 levels) made MLflow's parser raise `RecursionError`, which its scoring server answers
-  with a plain-text 500; loading the model wraps that parser (`refuse_deep_json`) so the answer
+  with a plain-text 500; loading the model wraps that parser (`olives.serving.guard`) so the answer
   is a JSON 400 too. A proxy in front should still cap the body size: MLflow sets no limit.
 
 Why the model is logged with no input schema (`signature`): MLflow's schema enforcement drops
@@ -77,7 +77,7 @@ from olives.errors import InputError
 from olives.io import file_sha256, inside
 from olives.models import ModelBundle
 from olives.runtime import Runtime
-from olives.serving.guard import refuse_deep_json
+from olives.serving.guard import install_guards
 from olives.serving.predictor import Predictor
 from olives.serving.scans import Scan, clinical_values, read_regular
 from olives.tracking.registry import ModelIdentity, identify
@@ -109,7 +109,7 @@ class OlivesModel(mlflow.pyfunc.PythonModel):
         path = Path(context.artifacts[ARTIFACT])
         bundle = ModelBundle.load(path, runtime.device)
         predictor = Predictor(bundle, runtime, model_id=path.name, decode_threads=DECODE_THREADS)
-        refuse_deep_json()
+        install_guards()
         name = (getattr(context, "model_config", None) or {}).get(REGISTERED)
         self.setup(predictor, serve_root(), served_identity(file_sha256(path), name))
 
