@@ -20,8 +20,9 @@ from olives.config import Params, from_dict
 from olives.errors import InputError
 from olives.io import file_sha256
 from olives.stages import evaluate, track, train
+from olives.tracking.experiment import KIND, KIND_TAG
 from olives.tracking.registry import identify, promote_file
-from olives.tracking.runs import KIND, KIND_TAG, Tracker
+from olives.tracking.runs import Tracker
 from test_training import _relative_params
 
 NAME = "olives-biomarkers"

@@ -19,6 +19,15 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "run",
             "write_overlays",
         ],
+        "publish": [
+            "architecture",
+            "description",
+            "log_model",
+            "register_file",
+            "request_help",
+            "scores",
+            "trained_on",
+        ],
         "request": ["request_body"],
         "predictor": ["Decoded", "Predictor", "aggregate", "scan_volumes"],
         "pyfunc": [
