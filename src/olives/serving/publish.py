@@ -19,11 +19,12 @@ from typing import Any
 
 from olives.models import ModelBundle
 from olives.serving import pyfunc
-from olives.serving.predict import SOURCE_KEY, training_source
 from olives.tracking.registry import registered_version
 from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
+
+SOURCE_KEY = "data.source"  # where a model file records its training data (`serving.predict`)
 
 
 def log_model(tracker: Tracker, model_path: Path, name: str | None, example: bytes) -> Any:
@@ -56,9 +57,11 @@ def register_file(
     return registered_version(tracker, name, sha256) if info is not None else None
 
 
-def description(bundle: ModelBundle, sha256: str, metrics: Mapping[str, float]) -> str:
+def description(
+    bundle: ModelBundle, sha256: str, metrics: Mapping[str, float], uri: str | None = None
+) -> str:
     """Markdown: what the model is, the data it was trained on, its test scores, the file's
-    SHA-256 and what to send it."""
+    SHA-256 and what to send it (to the model `uri`, `models:/<name>/<version>`, served)."""
     labels = ", ".join(bundle.labels)
     lines = [
         f"**OCT biomarker model**: {architecture(bundle)}. One B-scan in; for each of "
@@ -71,7 +74,7 @@ def description(bundle: ModelBundle, sha256: str, metrics: Mapping[str, float]) 
         "",
         f"Model file SHA-256: `{sha256}`",
         "",
-        request_help(bundle.clinical),
+        request_help(bundle.clinical, uri),
     ]
     return "\n".join(lines)
 
@@ -88,7 +91,7 @@ def architecture(bundle: ModelBundle) -> str:
 
 
 def trained_on(bundle: ModelBundle) -> str:
-    source = training_source(bundle)
+    source = bundle.params.get(SOURCE_KEY) or None
     if source == "synthetic":
         return (
             f"**Trained on SYNTHETIC data** (`{SOURCE_KEY}: synthetic`): its outputs on real "
@@ -111,14 +114,16 @@ def scores(metrics: Mapping[str, float]) -> str:
     return f"Test split: {', '.join(shown)}."
 
 
-def request_help(clinical: tuple[str, ...]) -> str:
-    """The request a client sends (`olives.serving.pyfunc`), and the command that writes one."""
+def request_help(clinical: tuple[str, ...], uri: str | None = None) -> str:
+    """The request a client sends (`olives.serving.pyfunc`), the command that writes one and
+    the one that serves the model `uri`."""
     optional = ", ".join(f"`{c}`" for c in clinical)
     extra = f"; optional {optional} (raw values; a missing one is imputed)" if clinical else ""
     flags = " ".join(f"--{c.lower()} <value>" for c in clinical if c in ("BCVA", "CST"))
     command = " ".join(["olives request scan.png", *([flags] if flags else []), "> request.json"])
+    serve = f"mlflow models serve -m {uri or 'models:/<name>/<version>'} --env-manager local"
     return (
         "**What to send** (one row per B-scan): `image`, the PNG, TIFF or JPEG file as base64 "
         f"text{extra}. `{command}` writes such a request; POST it to `/invocations` of "
-        "`mlflow models serve` (Content-Type: application/json)."
+        f"`{serve}` (Content-Type: application/json)."
     )

@@ -97,7 +97,8 @@ def finish(tracker: Tracker, params: Params, version: Any, run_id: str, model_pa
     if alias and same_split(params, tracker.run_tag(run_id, "split_md5")):
         outcome = tracker.promote(version.name, alias, version, run_id)
         log.info("%s: %s", version.name, outcome)
-    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics)
+    uri = f"models:/{version.name}/{version.version}"
+    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics, uri)
     served = alias and identify(tracker, sha, alias).is_champion  # the model's text is its own
     lead = f"`@{alias}` is version {version.version}; each version's description says what it is."
     describe(tracker, version, text, f"{lead}\n\n{text}" if served else None)

@@ -87,7 +87,8 @@ def register(params: Params, seed: int, kind: str) -> dict[str, Any]:
     tags = {SHA_TAG: sha, SEED_TAG: seed, KIND_TAG: kind, **headline}
     tracker.tag_version(name, version, tags)
     tracker.client().set_registered_model_alias(name, alias(seed), version)
-    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics)
+    uri = f"models:/{name}@{alias(seed)}"
+    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics, uri)
     lead = f"The teacher axis's {kind} models, one version per seed (alias `s<seed>`)."
     describe(tracker, found, f"Seed {seed}, alias `@{alias(seed)}`.\n\n{text}", lead)
     log.info("%s: version %s holds @%s (sha256 %s)", name, version, alias(seed), sha[:12])
