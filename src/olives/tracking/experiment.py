@@ -6,7 +6,7 @@ otherwise, and its runs table shows no metric column until a user picks one. Wha
 controls, written once into the experiment's tags (`tag_experiment`, idempotent):
 
 - `mlflow.experimentKind = custom_model_development`: the kind MLflow 3.2-3.16's UI reads to open
-  the runs table (3.17 decides by the sidebar's GenAI / Machine learning switch instead, which a
+  the runs table (3.17 decides by the sidebar's "GenAI / Model training" switch instead, which a
   link sets with `?workflowType=machine_learning`: `olives.tracking.ui.runs_url`);
 - a saved view `mlflow.sharedViewState.<VIEW>` (what the UI's "Save view" writes): the runs table
   with the test metrics as columns, opened by `?viewStateShareKey=<VIEW>` and listed among the
