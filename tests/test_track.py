@@ -7,6 +7,7 @@ as if every stage had run, and change nothing when run again."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -20,8 +21,9 @@ from olives.config import Params, from_dict
 from olives.errors import InputError
 from olives.io import file_sha256
 from olives.stages import evaluate, track, train
+from olives.tracking.experiment import KIND, KIND_TAG, VIEW_TAG
 from olives.tracking.registry import identify, promote_file
-from olives.tracking.runs import KIND, KIND_TAG, Tracker
+from olives.tracking.runs import Tracker, stays_words
 from test_training import _relative_params
 
 NAME = "olives-biomarkers"
@@ -193,3 +195,84 @@ def test_each_tracker_writes_to_its_own_store(tmp_path, monkeypatch):
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
         assert [r.info.run_name for r in runs] == [uri]
+
+
+def test_a_retrain_of_the_same_file_adds_a_run_not_a_version(project, caplog):
+    """`dvc repro -f` retrains byte-identical weights: a second run of the same file, whose
+    track finds the version the first run registered."""
+    _, params = project
+    first = track.run(params)
+    client = Tracker(params.tracking).client()
+    trained = client.get_run(first["run_id"])
+    tags = {k: v for k, v in trained.data.tags.items() if not k.startswith("mlflow.")}
+    with Tracker(params.tracking).run(run_name="rerun", tags=tags) as again:
+        again.log_metrics({"best_val_macro_auroc": trained.data.metrics["best_val_macro_auroc"]})
+    with caplog.at_level(logging.INFO):
+        second = track.run(params)
+    assert second["run_id"] == again.run_id != first["run_id"]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == ["1"]
+    assert second["version"] == second["champion"] == "1"
+    assert "version 1 already holds @champion" in caplog.text
+    assert "test_macro_auroc" in client.get_run(again.run_id).data.metrics
+
+
+def test_the_champion_rule_says_equal_higher_or_lower(tmp_path, monkeypatch):
+    """Versions of one split with validation AUROCs 0.8, 0.8, 0.7, 0.9: equal and lower keep the
+    champion, in words that say which; higher moves it. Same-named runs get #2, #3, ..."""
+    from olives.config import TrackingConfig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/m.db", experiment="e"))
+    client = tracker.client()
+    client.create_registered_model(NAME)
+    said = []
+    for auroc in (0.8, 0.8, 0.7, 0.9):
+        with tracker.run(run_name="e1-s0/concat-focal/resnet18", tags={"split_md5": "s"}) as run:
+            run.log_metrics({"best_val_macro_auroc": auroc})
+        version = client.create_model_version(NAME, "file:///nowhere", run_id=run.run_id)
+        said.append(tracker.promote(NAME, "champion", version, run.run_id))
+    assert said == [
+        "@champion now on version 1",
+        "@champion stays on version 1: its validation AUROC is equal (0.8000)",
+        "@champion stays on version 1: its validation AUROC is higher (0.8000 > 0.7000)",
+        "@champion now on version 4",
+    ]
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [
+        "e1-s0/concat-focal/resnet18",
+        "e1-s0/concat-focal/resnet18 #2",
+        "e1-s0/concat-focal/resnet18 #3",
+        "e1-s0/concat-focal/resnet18 #4",
+    ]
+
+
+def test_stays_words_when_a_validation_auroc_is_missing():
+    assert stays_words("champion", "1", 0.9, None) is None
+    assert "not recorded counts as -1" in stays_words("champion", "1", None, 0.5)
+
+
+def test_the_version_and_the_model_say_what_the_model_is(project):
+    root, params = project
+    track.run(params)
+    client = Tracker(params.tracking).client()
+    version = client.get_model_version(NAME, "1")
+    text = version.description
+    sha = file_sha256(root / "models/model.safetensors")
+    run = client.get_run(version.run_id)
+    assert sha in text and "tf_efficientnet_lite0" in text and "`concat` fusion" in text
+    assert f"macro AUROC {run.data.metrics['test_macro_auroc']:.3f}" in text
+    assert "**Trained on SYNTHETIC data**" in text
+    assert "`image`" in text and "`BCVA`" in text and "olives request scan.png" in text
+    model = client.get_registered_model(NAME).description
+    assert model.startswith("`@champion` is version 1;") and text in model
+
+
+def test_the_experiment_opens_on_the_runs_table_with_the_test_metrics(project):
+    _, params = project
+    track.run(params)
+    client = Tracker(params.tracking).client()
+    tags = client.get_experiment_by_name(params.tracking.experiment).tags
+    assert tags[KIND_TAG] == KIND
+    view = json.loads(tags[VIEW_TAG])  # the envelope MLflow's "Save view" writes
+    assert view["name"] == "Test metrics" and isinstance(view["createdAt"], int)
+    assert "metrics.`test_macro_auroc`" in json.loads(view["state"])["selectedColumns"]

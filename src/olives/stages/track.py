@@ -9,12 +9,15 @@ file's SHA-256, so running it twice, on a restored tree or in a queued copy chan
 1. the run that trained the model file (tag `model_sha256`); when there is none (the store is
    new, or DVC restored `train`), one is recorded from the training files and tagged
    `olives.recorded_from: dvc-outputs`;
-2. the model logged in that run (the pyfunc, `olives.serving.pyfunc`) and registered as
-   `tracking.registered_model`, once;
+2. the model logged in that run (the pyfunc, `olives.serving.publish`) and registered as
+   `tracking.registered_model`, once per model file: a version of any run of the file counts, so
+   a forced `dvc repro -f` that retrains the same bytes adds a run, never a version;
 3. the test metrics of `evaluate.out_dir/metrics.json` (only those computed for this model file),
    logged where they are missing or differ, with the evaluate files;
 4. the headline test metrics as tags of the registered version, and the champion alias by the
-   rule in `olives.tracking.registry` (never across splits).
+   rule in `olives.tracking.registry` (never across splits);
+5. the version's Markdown description (`publish.description`: what the model is, its data,
+   test scores, SHA-256 and request), and the registered model's when it holds the champion.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from olives.data.prepare import INDEX as SPLIT_INDEX
 from olives.io import EvaluateFiles, TrainFiles, file_sha256, read_json
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
+from olives.serving import publish
 from olives.stages.train import (
     log_missing_epochs,
     mirror,
@@ -41,7 +45,7 @@ from olives.stages.train import (
     summary_metrics,
 )
 from olives.tracking.provenance import dvc_hash
-from olives.tracking.registry import SHA_TAG, identify
+from olives.tracking.registry import SHA_TAG, describe, identify, registered_version
 from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -62,24 +66,42 @@ def run(params: Params) -> dict[str, Any]:
     sha = file_sha256(model_path)
     run_id = tracker.find_run(SHA_TAG, sha) or record_training(tracker, params, model_path)
     test = changed(tracker.run_metrics(run_id), tested(params, sha))
-    missing_model = params.tracking.log_model and not tracker.run_tag(run_id, "model_id")
+    name = params.tracking.registered_model if params.tracking.log_model else None
+    version = registered_version(tracker, name, sha)  # of any run: one version per file
+    missing_model = (
+        params.tracking.log_model and version is None and not tracker.run_tag(run_id, "model_id")
+    )
     if missing_model or test:  # reopen the run only for what it lacks
         with tracker.run(run_id=run_id):
             if missing_model:
                 log_model(tracker, params, model_path)
             if test:
                 log_test(tracker, test, EvaluateFiles(Path(params.evaluate.out_dir)))
-    version = register(tracker, params, run_id, sha)
+    version = version or register(tracker, params, run_id)
     if version is not None:
-        headline = {k: v for k, v in tracker.run_metrics(run_id).items() if k in HEADLINE}
-        tracker.tag_version(version.name, version.version, headline)
-        trained_on = tracker.run_tag(run_id, "split_md5")
-        if params.tracking.champion_alias and same_split(params, trained_on):
-            outcome = tracker.promote(version.name, params.tracking.champion_alias, version, run_id)
-            log.info("%s: %s", version.name, outcome)
+        finish(tracker, params, version, run_id, model_path)
     identity = identify(tracker, sha)
     log.info("MLflow run %s; %s", run_id, identity.words(params.tracking.champion_alias or ""))
     return {"run_id": run_id, "version": identity.version, "champion": identity.champion}
+
+
+def finish(tracker: Tracker, params: Params, version: Any, run_id: str, model_path: Path) -> None:
+    """The version's tags (the file's SHA-256, its training run's `MODEL_TAGS`, this tree's
+    headline test metrics), the champion rule, then the descriptions a registry user reads."""
+    sha = file_sha256(model_path)
+    metrics = tracker.run_metrics(run_id)
+    headline = {k: v for k, v in metrics.items() if k in HEADLINE}
+    trained = {k: tracker.run_tag(version.run_id, k) for k in MODEL_TAGS}
+    tracker.tag_version(version.name, version.version, {SHA_TAG: sha, **trained, **headline})
+    alias = params.tracking.champion_alias
+    if alias and same_split(params, tracker.run_tag(run_id, "split_md5")):
+        outcome = tracker.promote(version.name, alias, version, run_id)
+        log.info("%s: %s", version.name, outcome)
+    uri = f"models:/{version.name}/{version.version}"
+    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics, uri)
+    served = alias and identify(tracker, sha, alias).is_champion  # the model's text is its own
+    lead = f"`@{alias}` is version {version.version}; each version's description says what it is."
+    describe(tracker, version, text, f"{lead}\n\n{text}" if served else None)
 
 
 def record_training(tracker: Tracker, params: Params, model_path: Path) -> str:
@@ -97,20 +119,10 @@ def record_training(tracker: Tracker, params: Params, model_path: Path) -> str:
 
 
 def log_model(tracker: Tracker, params: Params, model_path: Path) -> None:
-    """The pyfunc model in the active run, registered; its version tagged (`MODEL_TAGS`)."""
-    from olives.serving import pyfunc
-
-    bundle = ModelBundle.load(model_path, "cpu")
-    info = tracker.log_pyfunc(
-        name="model",
-        python_model=str(Path(pyfunc.__file__).with_name("mlflow_model.py")),
-        artifacts={pyfunc.ARTIFACT: str(model_path)},
-        signature=pyfunc.signature(bundle),
-        input_example=pyfunc.example(example_scan(params), bundle),
-        registered_model_name=params.tracking.registered_model,
-        model_config={pyfunc.REGISTERED: params.tracking.registered_model},
-        step=max(bundle.best_epoch, 0),
-    )
+    """The pyfunc model in the active run, registered (`publish.log_model`); the run tagged
+    with its id, and the training summary linked to it."""
+    name = params.tracking.registered_model
+    info = publish.log_model(tracker, model_path, name, example_scan(params))
     if info is None:
         return
     tracker.set_tags({"model_id": info.model_id})
@@ -141,22 +153,17 @@ def png(data: SplitData) -> bytes:
     return buffer.getvalue()
 
 
-def register(tracker: Tracker, params: Params, run_id: str, sha: str) -> Any:
-    """The registered version of the run's model (registering it when the model was logged
-    but not registered); tagged with the file's SHA-256 and the run's tags. None: none."""
+def register(tracker: Tracker, params: Params, run_id: str) -> Any:
+    """The version registered from the model the run logged but did not register (the
+    registry failed, or `registered_model` was off then). None: no model logged."""
     name = params.tracking.registered_model
     if not (name and params.tracking.log_model):
         return None
     versions = tracker.versions_of_run(name, run_id)
-    if not versions:
-        model_id = tracker.run_tag(run_id, "model_id")
-        if model_id is None:
-            return None
-        versions = [tracker.register(f"models:/{model_id}", name)]
-    version = max(versions, key=lambda v: int(v.version))
-    run_info = {k: tracker.run_tag(run_id, k) for k in MODEL_TAGS}
-    tracker.tag_version(name, version.version, {SHA_TAG: sha, **run_info})
-    return version
+    if versions:
+        return max(versions, key=lambda v: int(v.version))
+    model_id = tracker.run_tag(run_id, "model_id")
+    return tracker.register(f"models:/{model_id}", name) if model_id else None
 
 
 def tested(params: Params, sha: str) -> dict[str, float]:

@@ -8,6 +8,16 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "experiment": [
+            "KIND",
+            "KIND_TAG",
+            "VIEW",
+            "VIEW_TAG",
+            "prepare",
+            "tag_experiment",
+            "view_state",
+            "view_tag_value",
+        ],
         "provenance": [
             "dvc_hash",
             "git_commit",
@@ -19,8 +29,11 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "registry": [
             "ModelIdentity",
             "SHA_TAG",
+            "describe",
+            "holder",
             "identify",
             "promote_file",
+            "registered_version",
             "store_exists",
             "version_of",
         ],
@@ -32,6 +45,10 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "create_store",
             "project_root",
             "resolve_tracking_uri",
+            "stays_words",
+            "unique_name",
+            "use_store",
         ],
+        "ui": ["run_ui", "runs_url", "ui_command"],
     },
 )

@@ -104,6 +104,34 @@ def _runs_with(client: Any, sha256: str) -> list[Any]:
     return client.search_runs(experiments, f"tags.{SHA_TAG} = '{sha256}'", max_results=100)
 
 
+def registered_version(tracker: Tracker, name: str | None, sha256: str) -> Any:
+    """The version of `name` that holds the model file `sha256`, registered from any run of that
+    file: a stage re-run that reproduced the file byte for byte adds a run, never a version (one
+    version per model file). None: none, or the store cannot answer (a warning)."""
+    if not (tracker.enabled and name and store_exists(tracker)):
+        return None
+    try:
+        return version_of(tracker.client(), name, sha256)
+    except Exception as exc:  # the caller registers one; a tracking failure never stops a stage
+        log.warning("could not look the model up in %s (%s)", tracker.uri, exc)
+        return None
+
+
+def describe(tracker: Tracker, version: Any, text: str, model_text: str | None = None) -> None:
+    """Markdown descriptions a registry user reads: `text` on `version` and, when given,
+    `model_text` on its registered model; written only where they differ (a failure warns)."""
+    client = tracker.client()
+    try:
+        if (version.description or "") != text:
+            client.update_model_version(version.name, version.version, description=text)
+        if model_text is not None:
+            registered = client.get_registered_model(version.name)
+            if (registered.description or "") != model_text:
+                client.update_registered_model(version.name, description=model_text)
+    except Exception as exc:  # a description is never worth a failed stage
+        log.warning("could not describe %s version %s (%s)", version.name, version.version, exc)
+
+
 def holder(client: Any, name: str, alias: str) -> Any:
     """The version holding `alias` (None when none does)."""
     from mlflow.exceptions import MlflowException

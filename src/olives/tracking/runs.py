@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -30,15 +31,13 @@ from typing import Any
 
 from olives.config import TrackingConfig
 from olives.errors import InputError
+from olives.tracking.experiment import tag_experiment
 from olives.tracking.provenance import process_alive, process_tag, run_git
 
 log = logging.getLogger(__name__)
 
 
 PROCESS_TAG = "olives.process"  # the process writing a run (`process_tag`)
-# MLflow 3's UI opens an experiment of unknown kind on its GenAI overview; this kind opens the
-# runs table (a model-training experiment).
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class TrackingUnavailableError(InputError, RuntimeError):
@@ -122,6 +121,36 @@ def use_store(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def unique_name(client: Any, experiment_id: str, name: str) -> str:
+    """`name`, or `name #<n>` (n one more than the highest taken) when a run of the experiment
+    has it: two runs of the same settings are told apart in the runs table."""
+    pattern = re.compile(re.escape(name) + r"(?: #(\d+))?")
+    like = re.sub(r"['%\\]", "_", name)  # `_` matches any one character: filtered below
+    try:
+        runs = client.search_runs(
+            [experiment_id], f"attributes.run_name LIKE '{like}%'", max_results=10000
+        )
+    except Exception as exc:  # a name is never worth a failed run
+        log.warning("could not look up the run names of the experiment (%s)", exc)
+        return name
+    taken = [pattern.fullmatch(r.info.run_name or "") for r in runs]
+    numbers = [int(m.group(1) or 1) for m in taken if m]
+    return f"{name} #{max(numbers) + 1}" if numbers else name
+
+
+def stays_words(alias: str, holder: str, ours: float | None, theirs: float | None) -> str | None:
+    """Why `alias` stays on version `holder`, whose best validation macro AUROC is `theirs`, when
+    the new version's (`ours`) is not above it (a missing one counts as -1); None: it moves."""
+    if (-1.0 if ours is None else ours) > (-1.0 if theirs is None else theirs):
+        return None
+    why = f"@{alias} stays on version {holder}: its validation AUROC"
+    if ours is None or theirs is None:
+        return f"{why} is {theirs} and this version's {ours} (not recorded counts as -1)"
+    if ours == theirs:
+        return f"{why} is equal ({theirs:.4f})"
+    return f"{why} is higher ({theirs:.4f} > {ours:.4f})"
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper around one MLflow run (main process only)."""
 
@@ -144,7 +173,8 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
     ) -> Iterator[Tracker]:
         """Start (or continue, with `run_id`) a run tagged with this process; end it even on
-        errors. Runs of the experiment abandoned by a dead process are closed first."""
+        errors. Runs of the experiment abandoned by a dead process are closed first. A new run
+        named like another of the experiment gets ` #2`, ` #3`, ... (`unique_name`)."""
         if not self.enabled:
             yield self
             return
@@ -155,8 +185,9 @@ class Tracker:
         use_store(self.uri)
         if run_id is None:
             experiment = mlflow.set_experiment(self.cfg.experiment)
-            if KIND_TAG not in experiment.tags:  # the UI then opens on the runs table
-                mlflow.set_experiment_tag(KIND_TAG, KIND)
+            tag_experiment(self.client(), experiment)  # the UI opens on the runs table
+            if run_name:
+                run_name = unique_name(self.client(), experiment.experiment_id, run_name)
         self.close_abandoned(keep=run_id)
         with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
             self.run_id = active.info.run_id
@@ -323,8 +354,11 @@ class Tracker:
                     "(or one not recorded)"
                 )
             key = "best_val_macro_auroc"
-            if ours.metrics.get(key, -1.0) <= theirs.metrics.get(key, -1.0):
-                return f"@{alias} stays on version {holder.version}: its validation AUROC is higher"
+            stays = stays_words(
+                alias, holder.version, ours.metrics.get(key), theirs.metrics.get(key)
+            )
+            if stays:
+                return stays
         self._client_call("set_registered_model_alias", name, alias, version.version)
         return f"@{alias} now on version {version.version}"
 

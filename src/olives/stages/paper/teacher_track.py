@@ -8,11 +8,12 @@ that would have talked to MLflow. For every seed and kind (`ensemble`, `student`
 1. the MLflow run of the model file, with its test metrics (`ensemble.record`, or `track.run`
    on the student's cell, which records the training from DVC's outputs when DVC restored it);
 2. unless a version of any run of that file exists (a stage re-run that reproduced the file
-   byte for byte adds a run, not a version), the pyfunc model (`olives.serving.pyfunc`, the
+   byte for byte adds a run, not a version), the pyfunc model (`olives.serving.publish`, the
    same input and output as the champion's) logged in that run, registered as
    `<tracking.registered_model>-<kind>` (`olives-biomarkers-ensemble`, `-student`);
-3. that version tagged with the file's SHA-256, the seed and its headline test metrics, and
-   the alias `s<seed>` on it: `mlflow models serve -m models:/olives-biomarkers-ensemble@s0`.
+3. that version tagged with the file's SHA-256, the seed and its headline test metrics, the
+   alias `s<seed>` on it (`mlflow models serve -m models:/olives-biomarkers-ensemble@s0`), and
+   its Markdown description (`publish.description`).
 
 Never the `champion` alias of `tracking.registered_model`: a paper model is served by name.
 Running it twice, on a restored tree or in a queued copy, adds nothing.
@@ -28,9 +29,10 @@ from olives.config import Params
 from olives.io import file_sha256
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
+from olives.serving import publish
 from olives.stages import track
 from olives.stages.paper import ensemble, fold, student
-from olives.tracking.registry import SHA_TAG, version_of
+from olives.tracking.registry import SHA_TAG, describe
 from olives.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -68,25 +70,6 @@ def run_of(cell: Params, seed: int, kind: str, sha: str) -> str:
     return run_id
 
 
-def log_model(tracker: Tracker, cell: Params, run_id: str, name: str) -> None:
-    """The pyfunc model of `cell`'s file logged in the run `run_id` and registered as `name`
-    (which the served model names in its answers, `pyfunc.REGISTERED`)."""
-    from olives.serving import pyfunc
-
-    model_path = Path(cell.train.model_dir) / MODEL_FILE
-    bundle = ModelBundle.load(model_path, "cpu")
-    with tracker.run(run_id=run_id):
-        tracker.log_pyfunc(
-            name="model",
-            python_model=str(Path(pyfunc.__file__).with_name("mlflow_model.py")),
-            artifacts={pyfunc.ARTIFACT: str(model_path)},
-            signature=pyfunc.signature(bundle),
-            input_example=pyfunc.example(track.example_scan(cell), bundle),
-            registered_model_name=name,
-            model_config={pyfunc.REGISTERED: name},
-        )
-
-
 def register(params: Params, seed: int, kind: str) -> dict[str, Any]:
     """Steps 1-3 for one model file; its registered name, version and SHA-256."""
     cell = cell_of(params, seed, kind)
@@ -94,18 +77,20 @@ def register(params: Params, seed: int, kind: str) -> dict[str, Any]:
     run_id = run_of(cell, seed, kind, sha)
     name = registered_name(params, kind)
     tracker = Tracker(cell.tracking)
-    # any run of this file counts: a stage re-run that reproduced it byte for byte adds a run
-    found = version_of(tracker.client(), name, sha)
-    if found is None:
-        log_model(tracker, cell, run_id, name)
-        found = version_of(tracker.client(), name, sha)
+    model_path = Path(cell.train.model_dir) / MODEL_FILE
+    found = publish.register_file(tracker, run_id, model_path, name, sha, track.example_scan(cell))
     if found is None:
         raise RuntimeError(f"{name}: registering the model of run {run_id} failed")
     version = str(found.version)
-    headline = {k: v for k, v in tracker.run_metrics(run_id).items() if k in track.HEADLINE}
+    metrics = tracker.run_metrics(run_id)
+    headline = {k: v for k, v in metrics.items() if k in track.HEADLINE}
     tags = {SHA_TAG: sha, SEED_TAG: seed, KIND_TAG: kind, **headline}
     tracker.tag_version(name, version, tags)
     tracker.client().set_registered_model_alias(name, alias(seed), version)
+    uri = f"models:/{name}@{alias(seed)}"
+    text = publish.description(ModelBundle.load(model_path, "cpu"), sha, metrics, uri)
+    lead = f"The teacher axis's {kind} models, one version per seed (alias `s<seed>`)."
+    describe(tracker, found, f"Seed {seed}, alias `@{alias(seed)}`.\n\n{text}", lead)
     log.info("%s: version %s holds @%s (sha256 %s)", name, version, alias(seed), sha[:12])
     return {"name": name, "version": version, "sha256": sha}
 
