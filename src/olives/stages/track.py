@@ -107,6 +107,7 @@ def log_model(tracker: Tracker, params: Params, model_path: Path) -> None:
         artifacts={pyfunc.ARTIFACT: str(model_path)},
         signature=pyfunc.signature(bundle),
         input_example=pyfunc.example(example_scan(params), bundle),
+        pip_requirements=pyfunc.requirements(),  # MLflow's inference: a subprocess, 8 s
         registered_model_name=params.tracking.registered_model,
         model_config={pyfunc.REGISTERED: params.tracking.registered_model},
         step=max(bundle.best_epoch, 0),
