@@ -153,6 +153,7 @@ def test_round_trip_gives_identical_outputs_and_the_digest_is_checked(
     assert isinstance(loaded.model, EnsembleNet) and not loaded.model.training
     images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     clinical = features(raw_clinical().head(3), ENSEMBLE_STATS)
+    ensemble.model.to(memory_format=torch.channels_last)  # ModelBundle.load's layout on a CPU
     with torch.no_grad():
         assert torch.equal(loaded.model(images, clinical), ensemble.model(images, clinical))
     assert loaded.thresholds == ensemble.thresholds and loaded.clinical_stats == ENSEMBLE_STATS

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import mlflow.pyfunc
 import pytest
 
 from conftest import write_tiny_cache
@@ -20,6 +21,7 @@ from olives.cli import main
 from olives.config import Params, from_dict
 from olives.errors import InputError
 from olives.io import file_sha256
+from olives.serving import pyfunc
 from olives.stages import evaluate, track, train
 from olives.tracking.experiment import KIND, KIND_TAG, VIEW_TAG
 from olives.tracking.registry import identify, promote_file
@@ -81,7 +83,7 @@ def store_state(params: Params) -> dict:
     }
 
 
-def test_track_records_a_restored_train_and_a_skipped_evaluate(project):
+def test_track_records_a_restored_train_and_a_skipped_evaluate(project, monkeypatch):
     root, params = project
     result = track.run(params)
     client = Tracker(params.tracking).client()
@@ -97,6 +99,10 @@ def test_track_records_a_restored_train_and_a_skipped_evaluate(project):
     assert result == {"run_id": run.info.run_id, "version": "1", "champion": "1"}
     experiment = client.get_experiment_by_name(params.tracking.experiment)
     assert experiment.tags[KIND_TAG] == KIND  # the UI opens on the runs table
+    # pinned by olives, not inferred by MLflow (a subprocess that loads the model: 8 s)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", params.tracking.tracking_uri)
+    listed = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{NAME}/1")).read_text()
+    assert set(pyfunc.requirements()) <= set(listed.split())
 
 
 def test_track_twice_changes_nothing(project):

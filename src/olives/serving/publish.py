@@ -38,6 +38,7 @@ def log_model(tracker: Tracker, model_path: Path, name: str | None, example: byt
         artifacts={pyfunc.ARTIFACT: str(model_path)},
         signature=pyfunc.signature(bundle),
         input_example=pyfunc.example(example, bundle),
+        pip_requirements=pyfunc.requirements(),  # MLflow's inference: a subprocess, 8 s
         registered_model_name=name,
         model_config={pyfunc.REGISTERED: name},
         step=max(bundle.best_epoch, 0),

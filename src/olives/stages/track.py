@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from olives.config import Params, flatten
-from olives.data.loader import SplitData, load_splits
+from olives.data.loader import SplitData, split_of
 from olives.data.prepare import INDEX as SPLIT_INDEX
 from olives.io import EvaluateFiles, TrainFiles, file_sha256, read_json
 from olives.models import ModelBundle
@@ -132,14 +132,7 @@ def log_model(tracker: Tracker, params: Params, model_path: Path) -> None:
 
 def example_scan(params: Params) -> bytes:
     """The test split's first scan as PNG bytes (the MLflow input example)."""
-    splits = load_splits(
-        Path(params.preprocess.cache_dir),
-        Path(params.split.out_dir),
-        params.labels,
-        params.clinical,
-        names=("test",),
-    )
-    return png(splits["test"])
+    return png(split_of(params, "test"))
 
 
 def png(data: SplitData) -> bytes:
