@@ -47,13 +47,13 @@ def project(tmp_path_factory) -> Path:
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("download", "preprocess", "split"):
-        result = olives(root, stage)
+        result = olives(root, "stage", stage)
         assert result.returncode == 0, result.stderr[-3000:]
     return root
 
 
 def test_train_stage_runs_under_torchrun_with_two_processes(project):
-    result = olives(project, "train")
+    result = olives(project, "stage", "train")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "nproc_per_node=2" in result.stderr  # the stage launched torchrun itself
     assert sorted(p.name for p in (project / "models").iterdir()) == ["model.safetensors"]
@@ -81,7 +81,7 @@ def test_pretrain_stage_runs_under_torchrun_with_two_processes(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["pretrain"] = {**params["pretrain"], "epochs": 2, "batch_size": 4}
     (project / "pretrain.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = olives(project, "--params", "pretrain.yaml", "pretrain")
+    result = olives(project, "--params", "pretrain.yaml", "stage", "pretrain")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "nproc_per_node=2" in result.stderr  # the stage launched torchrun itself
     assert sorted(p.name for p in (project / "pretrain").iterdir()) == [

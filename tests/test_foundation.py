@@ -119,7 +119,7 @@ def test_report_builds_for_a_vit_backbone_on_the_tiny_preset(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("download", "preprocess", "split", "train", "evaluate", "report"):
         done = subprocess.run(
-            [sys.executable, "-m", "olives", stage],
+            [sys.executable, "-m", "olives", "stage", stage],
             cwd=tmp_path,
             env=os.environ,
             capture_output=True,
