@@ -184,7 +184,7 @@ def test_documented_day_two_commands_work_as_written(reproduced, tmp_path, monke
     assert identify(store, sha).is_champion  # the served model is the workspace's again
 
 
-def test_way_back_after_a_failed_experiment(reproduced):
+def test_way_back_after_a_failed_experiment(reproduced, monkeypatch):
     """An experiment that fails offline deletes the download stage's outputs first (data/raw
     and the git-tracked data/raw_report.json); the docs' way back restores every tracked
     output, the workspace's model and its champion (issue 27)."""
@@ -194,6 +194,7 @@ def test_way_back_after_a_failed_experiment(reproduced):
     from olives.tracking.runs import Tracker
 
     project, env = reproduced
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store below, as in `env`
     git_status = ["git", "status", "--porcelain"]
     before = subprocess.run(git_status, cwd=project, env=env, capture_output=True, text=True)
     assert all(line.startswith("??") for line in before.stdout.splitlines()), before.stdout
