@@ -43,10 +43,11 @@ def test_score_bad_file_is_one_clear_line(tmp_path, caplog):
     assert "sub.csv" in caplog.text
 
 
-def test_compare_sorts_runs_by_metric(tmp_path):
+def test_compare_sorts_runs_by_metric(tmp_path, monkeypatch):
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri sets it: undone after
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("exp")
     for fusion, auroc in (("image", 0.8), ("concat", 0.9), ("clinical", 0.7)):
