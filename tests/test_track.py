@@ -166,6 +166,8 @@ def test_identity_and_promote(project, capsys):
     assert main(["--params", str(write_params(root, other)), "promote"]) == 0
     assert identify(tracker, other_sha).is_champion
     assert promote_file(tracker, other_sha, "1") == f"@champion: version 2 -> version 1 of {NAME}"
+    again = promote_file(tracker, other_sha, "1")  # the way back after a failed experiment
+    assert again == f"@champion already on version 1 of {NAME}: nothing to move"
     with pytest.raises(InputError, match="no version '9'"):
         promote_file(tracker, other_sha, "9")
     with pytest.raises(InputError, match="is not a version"):

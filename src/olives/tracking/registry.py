@@ -171,6 +171,8 @@ def promote_file(tracker: Tracker, sha256: str, version: str | None = None) -> s
             "run `dvc repro` (its track stage registers it) or name one with --version"
         )
     before = holder(client, name, alias)
+    if before is not None and str(before.version) == str(target.version):
+        return f"@{alias} already on version {target.version} of {name}: nothing to move"
     client.set_registered_model_alias(name, alias, target.version)
     was = f"version {before.version}" if before else "no version"
     return f"@{alias}: {was} -> version {target.version} of {name}"
