@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "fit_temperatures",
         ],
         "compare": ["CompareError", "compare_runs", "differing_params", "write_tables"],
+        "paired": ["Paired", "holm", "paired_comparisons", "paired_interval"],
         "intervals": [
             "BootstrapCI",
             "bootstrap_ci",
