@@ -12,8 +12,6 @@ from typing import Any
 from olives.data.rows import OFFLINE_HINT, Row, SourceError
 from olives.data.schema import Columns, check_schema
 
-log = logging.getLogger(__name__)
-
 HUB_LOGGERS = ("datasets", "huggingface_hub")
 PROBE_TIMEOUT_S = 10.0  # one request; a hub that answers at all answers well within this
 

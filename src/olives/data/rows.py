@@ -3,14 +3,11 @@ local folder lists but lacks, and the one error type for a source that cannot be
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from olives.errors import InputError
-
-log = logging.getLogger(__name__)
 
 OFFLINE_HINT = (
     "Offline sources: set `data.source: synthetic` (the embedded default generator) or "
