@@ -39,38 +39,46 @@ STAGES = {  # the main pipeline (dvc.yaml), in order: `olives stage <name>`
     "report": "reports/report.md: data, results with CIs, curves, error analysis",
     "track": "make MLflow hold what DVC holds: run, registered model, test metrics, champion",
 }
-PAPER = {  # the paper's grids (paper/dvc.yaml, paper/teacher/dvc.yaml): `olives paper <name>`
-    "ablate": "train + evaluate one cell of the fusion x loss grid",
-    "init_data": "the init axis: its own synthetic data with unlabelled scans",
-    "init_pretrain": "the init axis: the contrastive encoder of one seed",
-    "init_cell": "the init axis: train + evaluate one init x mode x seed cell",
-    "aggregate": "the paper's tables: mean ± std over seeds per cell",
-    "fold": "the teacher axis: one k-fold teacher (seed x fold) and its out-of-fold probabilities",
-    "ensemble": "the teacher axis: a seed's fold teachers as one model file, tested",
+PAPER = {  # the paper's axes (paper/dvc.yaml, paper/teacher/dvc.yaml): `olives paper <name>`
+    "data": "the axes' own synthetic data and one patient split per split seed",
+    "ablate": "the fusion x loss axis: train + evaluate one run (split, seed)",
+    "init_pretrain": "the init axis: the contrastive encoder of one (split, seed)",
+    "init_cell": "the init axis: train + evaluate one init x mode run (split, seed)",
+    "aggregate": "the fusion x loss and init tables: paired comparisons per protocol",
+    "fold": "the teacher axis: one k-fold teacher within a split's training patients",
+    "ensemble": "the teacher axis: a pair's fold teachers as one model file, gated, tested",
     "pseudo": "the teacher axis: the ensemble's soft labels on training patients' unlabelled scans",
     "single": "the teacher axis: the baseline, one model on the labelled scans",
     "student": "the teacher axis: one model on labelled + pseudo-labelled scans, tested +/- TTA",
-    "teacher_table": "the teacher axis's table: mean ± std over seeds, what helped",
-    "teacher_track": "the teacher axis in MLflow: each seed's ensemble and student registered",
+    "control": "the teacher axis: a control of the student (same steps, self-training, shuffled)",
+    "teacher_table": "the teacher axis's table: paired comparisons per protocol",
+    "teacher_track": "the teacher axis in MLflow: each pair's ensemble and student registered",
 }
-SEED = {"seed": {"required": True, "type": int}}
+PAIR = {  # a run of the paper's axes: its patient split's seed and its training seed
+    "split": {"required": True, "type": int},
+    "seed": {"required": True, "type": int},
+}
 PAPER_ARGS: dict[str, dict[str, dict[str, Any]]] = {  # each stage's matrix coordinates
     "ablate": {
         "fusion": {"required": True, "choices": ["image", "clinical", "concat", "film"]},
         "loss": {"required": True, "choices": ["focal", "bce", "asl"]},
-        **SEED,
+        **PAIR,
     },
-    "init_pretrain": SEED,
+    "init_pretrain": PAIR,
     "init_cell": {
         "init": {"required": True, "choices": ["imagenet", "contrastive"]},
         "mode": {"required": True, "choices": ["linear", "finetune"]},
-        **SEED,
+        **PAIR,
     },
-    "fold": {**SEED, "fold": {"required": True, "type": int}},
-    "ensemble": SEED,
-    "pseudo": SEED,
-    "single": SEED,
-    "student": SEED,
+    "fold": {**PAIR, "fold": {"required": True, "type": int}},
+    "ensemble": PAIR,
+    "pseudo": PAIR,
+    "single": PAIR,
+    "student": PAIR,
+    "control": {
+        "kind": {"required": True, "choices": ["same_steps", "self_training", "shuffled"]},
+        **PAIR,
+    },
 }
 TOOLS = {  # what a user types by hand, listed first
     "predict": "apply a trained model to scans, folders, parquet or DICOM",

@@ -204,16 +204,22 @@ class ReportFiles:
 
 @dataclass(frozen=True)
 class PaperFiles:
-    """`paper.out_dir`: one folder per ablation cell, then the aggregated tables."""
+    """`paper.out_dir`: one folder per run of an axis, keyed by its patient split and training
+    seed (`pair`), then the aggregated tables."""
 
     root: Path
+
+    @staticmethod
+    def pair(split: int, seed: int) -> str:
+        """`p<split>-s<seed>`: the patient split's seed and the training seed of a run."""
+        return f"p{split}-s{seed}"
 
     @property
     def runs(self) -> Path:
         return self.root / "runs"
 
     def cell(self, name: str) -> Path:
-        """`runs/<cell>/` holding `model/`, `train/` and `eval/` of that cell."""
+        """`runs/<cell>/` holding `train/` and `eval/` of that fusion x loss run."""
         return self.runs / name
 
     def cell_evaluation(self, cell: Path) -> EvaluateFiles:
@@ -221,22 +227,23 @@ class PaperFiles:
 
     @property
     def init_runs(self) -> Path:
-        """`init/<init>-<mode>-s<seed>/`: the initialisation axis's cells, laid out as `runs/`."""
+        """`init/<init>-<mode>-p<split>-s<seed>/`: the initialisation axis's runs."""
         return self.root / "init"
 
-    def teacher(self, seed: int, fold: int) -> Path:
-        """`teacher/s<seed>/folds/f<fold>/`: one k-fold teacher (split, model, train record,
-        oof.csv)."""
-        return self.teachers(seed) / "folds" / f"f{fold}"
+    def teacher(self, split: int, seed: int, fold: int) -> Path:
+        """`teacher/p<split>-s<seed>/folds/f<fold>/`: one k-fold teacher (split, model, train
+        record, oof.csv)."""
+        return self.teachers(split, seed) / "folds" / f"f{fold}"
 
-    def teachers(self, seed: int) -> Path:
-        """`teacher/s<seed>/`: the seed's fold teachers (`folds/`), `ensemble/`, `pseudo.parquet`,
-        `single/` and `student/` (each `model/`, `train/`, `eval/`; the student `eval_tta/`)."""
-        return self.root / "teacher" / f"s{seed}"
+    def teachers(self, split: int, seed: int) -> Path:
+        """`teacher/p<split>-s<seed>/`: the fold teachers (`folds/`), `ensemble/`, the
+        pseudo-label tables, `single/`, `student/` and the controls (each `model/`, `train/`,
+        `eval/`)."""
+        return self.root / "teacher" / self.pair(split, seed)
 
-    def encoder(self, seed: int) -> Path:
-        """`pretrain/s<seed>/`: the contrastive encoder of one seed (`PretrainFiles` layout)."""
-        return self.root / "pretrain" / f"s{seed}"
+    def encoder(self, split: int, seed: int) -> Path:
+        """`pretrain/p<split>-s<seed>/`: one contrastive encoder (`PretrainFiles` layout)."""
+        return self.root / "pretrain" / self.pair(split, seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,6 +120,25 @@ def assign_splits(
     return pd.Series(names[codes], index=rows.index, name="split", dtype=object)
 
 
+def assign_folds(
+    rows: pd.DataFrame,
+    labels: Sequence[str],
+    k: int,
+    seed: int,
+    candidates: int,
+    patient_column: str = "Patient_ID",
+    group_column: str | None = None,
+) -> np.ndarray:
+    """Fold number 0..k-1 per row: a stratified k-fold over the rows' patient groups (the
+    paper's teachers cut a split's training patients this way), the best of `candidates`
+    draws, deterministic given the seed."""
+    y = _label_matrix(rows, labels)
+    codes = _group_codes(rows, patient_column, group_column)
+    groups = _group_table(y, codes)
+    seeds = np.random.SeedSequence(_entropy(seed)).generate_state(candidates)
+    return _best_kfold(groups, groups.prevalence(), k, seeds)[codes]
+
+
 def check_no_leak(splits: pd.Series, patients: pd.Series) -> None:
     """Raise `SplitLeakError` naming every patient whose rows fall in more than one split."""
     if not splits.index.equals(patients.index):

@@ -14,6 +14,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, log_loss
 
+from olives.evaluation.metrics import tune_thresholds
+
 LOG_T_BOUNDS = (-3.0, 3.0)  # temperatures between 0.05 and 20
 
 
@@ -40,6 +42,17 @@ def _fit_one(z: np.ndarray, y: np.ndarray) -> float:
 def calibrated(logits: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
     """sigmoid(logit / T) per label."""
     return expit(np.asarray(logits, dtype=np.float64) / np.asarray(temperatures)[None, :])
+
+
+def fit_decisions(
+    logits: np.ndarray, labels: np.ndarray, calibrate: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(temperatures, thresholds, calibrated probabilities) from validation logits: one rule
+    for a trained model (`training.loop`) and for its test-time-augmented views (the teacher
+    axis's student + TTA), so each is decided on the logits it is scored with."""
+    temperatures = fit_temperatures(logits, labels) if calibrate else np.ones(logits.shape[1])
+    probs = calibrated(logits, temperatures)
+    return temperatures, tune_thresholds(labels, probs), probs
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -> float:

@@ -44,7 +44,7 @@ from olives.tracking.provenance import dvc_hash, git_commit
 from olives.tracking.runs import Tracker
 from olives.training.checkpoint import FILE as CHECKPOINT_FILE
 from olives.training.checkpoint import Checkpoint, fingerprint
-from olives.training.distill import with_pseudo_rows
+from olives.training.distill import repeated, with_pseudo_rows
 from olives.training.loop import TrainResult, fit
 from olives.training.losses import build_loss, expected_initial_loss
 
@@ -77,11 +77,13 @@ PARAMS = (
 HISTORY_TIMINGS = ("epoch_seconds", "images_per_second")  # to MLflow and the log, not DVC
 
 
-def run(params: Params, pseudo: Path | None = None) -> dict[str, Any]:
+def run(params: Params, pseudo: Path | None = None, rows: int | None = None) -> dict[str, Any]:
     """Train; with `pseudo` (a pseudo-label table, `training.distill`) its kept rows join the
-    train split as soft targets of weight `paper.teacher.weight` (the teacher axis's student)."""
+    train split as soft targets of weight `paper.teacher.weight` (the teacher axis's student);
+    with `rows`, the train split is cycled to that many rows per epoch (its same-steps
+    control)."""
     if needs_launch(params.train.nproc_per_node):
-        if pseudo is not None:
+        if pseudo is not None or rows is not None:
             raise InputError(
                 "a student (pseudo-labelled rows) trains in one process: set "
                 "train.nproc_per_node: 1"
@@ -90,10 +92,12 @@ def run(params: Params, pseudo: Path | None = None) -> dict[str, Any]:
         return read_json(TrainFiles(Path(params.train.report_dir)).metrics)
     runtime = Runtime.from_env()
     with started(runtime):
-        return train(params, runtime, pseudo)
+        return train(params, runtime, pseudo, rows)
 
 
-def train(params: Params, runtime: Runtime, pseudo: Path | None = None) -> dict[str, Any]:
+def train(
+    params: Params, runtime: Runtime, pseudo: Path | None = None, rows: int | None = None
+) -> dict[str, Any]:
     cfg = params.train
     off = dataclasses.replace(params.tracking, enabled=False)
     tracker = Tracker(params.tracking if runtime.is_main else off)
@@ -114,6 +118,8 @@ def train(params: Params, runtime: Runtime, pseudo: Path | None = None) -> dict[
             params.clinical,
             params.paper.teacher.weight,
         )
+    if rows is not None:
+        data["train"] = repeated(data["train"], rows)
     torch.manual_seed(params.seed)  # the initial weights of any layer not pretrained
     size = (int(data["train"].images.shape[1]), int(data["train"].images.shape[2]))
     model = build_model(model_config(params), len(params.labels), len(params.clinical), size)

@@ -84,6 +84,35 @@ def with_pseudo_rows(
     )
 
 
+def repeated(train: SplitData, n: int) -> SplitData:
+    """The train split's rows cycled to `n` rows per epoch (each row `n // len` or one more
+    times, in order): the same-steps control makes as many optimizer steps per epoch as a
+    student that learns from `n` rows, on the labelled scans alone."""
+    if n < len(train):
+        raise PseudoLabelError(f"rows = {n} must be at least the {len(train)} labelled rows")
+    take = np.resize(np.arange(len(train)), n)
+    return SplitData(
+        images=train.images,
+        rows=train.rows[take],
+        labels=train.labels[take],
+        clinical=train.clinical[take],
+        frame=train.frame.iloc[take].reset_index(drop=True),
+        weights=None if train.weights is None else train.weights[take],
+    )
+
+
+def shuffled(table: pd.DataFrame, labels: tuple[str, ...], seed: int) -> pd.DataFrame:
+    """A pseudo-label table whose soft labels (with their confidence and `keep`) are permuted
+    across its scans: the placebo that keeps the extra images and the label distribution but
+    breaks the link between a scan and its label."""
+    order = np.random.default_rng(seed).permutation(len(table))
+    out = table.copy()
+    moved = [*labels, CONFIDENCE, KEEP]
+    out[moved] = table[moved].to_numpy()[order]
+    out[KEEP] = out[KEEP].astype(bool)
+    return out
+
+
 def _check_probs(probs: pd.DataFrame, labels: list[str], index: pd.DataFrame) -> np.ndarray:
     if ROW not in probs.columns or not labels:
         raise PseudoLabelError(f"probabilities need a '{ROW}' column and one per label")

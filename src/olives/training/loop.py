@@ -38,8 +38,8 @@ from olives.data.loader import (
     use_device_cache,
 )
 from olives.errors import InputError
-from olives.evaluation.calibration import calibrated, fit_temperatures
-from olives.evaluation.metrics import per_label_metrics, tune_thresholds
+from olives.evaluation.calibration import fit_decisions
+from olives.evaluation.metrics import per_label_metrics
 from olives.io import none_if_nan
 from olives.models.inference import autocast, predict_logits
 from olives.runtime import Runtime, padded_length, unwrap
@@ -127,11 +127,7 @@ def fit(
         loop.net.load_state_dict(state.best_weights)
     val = validate(loop)
     truth = data["val"].labels
-    temperatures = np.ones(len(labels))
-    if cfg.calibrate:
-        temperatures = fit_temperatures(val["logits"], truth)
-    probs = calibrated(val["logits"], temperatures)
-    thresholds = tune_thresholds(truth, probs)
+    temperatures, thresholds, probs = fit_decisions(val["logits"], truth, cfg.calibrate)
     table = per_label_metrics(truth, probs, thresholds, labels)
     return TrainResult(loop.net, thresholds, temperatures, state, val["summary"], table)
 

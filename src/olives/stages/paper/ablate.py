@@ -1,7 +1,8 @@
-"""`ablate` (paper/dvc.yaml): train and evaluate one cell of the fusion x loss x seed grid.
+"""`ablate` (paper/dvc.yaml): train and evaluate one run of the fusion x loss axis.
 
-Each cell is the main pipeline's train and evaluate stages with the cell's fusion, loss and
-seed, `paper.epochs` epochs, writing its results under `paper.out_dir/runs/<cell>/` (the model
+Each run is the main pipeline's train and evaluate stages with the run's fusion and loss, on
+the paper's data (`olives paper data`) cut by patient-split seed `split`, training seed `seed`,
+`paper.epochs` epochs, writing its results under `paper.out_dir/runs/<cell>/` (the model
 file is scratch, see `cell_folders`) and logging to the
 `<experiment>-paper` MLflow experiment; cells are not registered as models (so none can take
 the `champion` alias). One DVC matrix stage per cell, so finished cells are
@@ -18,6 +19,7 @@ from typing import Any
 from olives.config import Params, TrainConfig, select
 from olives.io import PaperFiles
 from olives.stages import evaluate, track, train
+from olives.stages.paper.data import data_params
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +30,15 @@ PARAMS = (
 )
 
 
-def cell_name(fusion: str, loss: str, seed: int) -> str:
-    return f"{fusion}-{loss}-s{seed}"
+def cell_name(fusion: str, loss: str, split: int, seed: int) -> str:
+    return f"{fusion}-{loss}-{PaperFiles.pair(split, seed)}"
 
 
-def cell_params(params: Params, fusion: str, loss: str, seed: int) -> Params:
-    """The pipeline's params with this cell's fusion, loss, seed, epochs and folders."""
-    name = cell_name(fusion, loss, seed)
+def cell_params(params: Params, fusion: str, loss: str, split: int, seed: int) -> Params:
+    """The paper's data cut by `split`, with this run's fusion, loss, seed, epochs, folders."""
+    name = cell_name(fusion, loss, split, seed)
     cell = dataclasses.replace(
-        params,
+        data_params(params, split),
         seed=seed,
         model=dataclasses.replace(params.model, fusion=fusion),
         loss=dataclasses.replace(params.loss, name=loss),
@@ -69,12 +71,14 @@ def cell_folders(cell: Params, folder: Path, cfg: TrainConfig, name: str) -> Par
     )
 
 
-def run(params: Params, fusion: str, loss: str, seed: int) -> dict[str, Any]:
-    cell = cell_params(params, fusion, loss, seed)
+def run(params: Params, fusion: str, loss: str, split: int, seed: int) -> dict[str, Any]:
+    cell = cell_params(params, fusion, loss, split, seed)
     train.run(cell)
     metrics = evaluate.run(cell)
     track.run(cell)  # test metrics on the cell's MLflow run (no registered model)
     log.info(
-        "%s: test macro AUROC %s", cell_name(fusion, loss, seed), metrics["macro"].get("auroc")
+        "%s: test macro AUROC %s",
+        cell_name(fusion, loss, split, seed),
+        metrics["macro"].get("auroc"),
     )
     return metrics

@@ -1,17 +1,24 @@
-"""`ensemble` (paper/teacher/dvc.yaml): one seed's k fold teachers as one model file, tested.
+"""`ensemble` (paper/teacher/dvc.yaml): one (split, seed)'s k fold teachers as one model file,
+tested, each member through a quality gate.
 
 The members' calibrated probabilities are averaged (`olives.models.ensemble`). The thresholds
-are tuned on the out-of-fold probabilities (each labelled non-test scan predicted by the
+are tuned on the out-of-fold probabilities (each labelled training scan predicted by the
 teacher that never trained on it: no scan the decisions are tuned on was learned), then
 rate-matched: averaging flattens probabilities, so a member's threshold calls fewer or more
 scans positive on the mean than the members do. On the eligible unlabelled scans (the pool
 `pseudo` labels: no label, no validation or test patient), each biomarker's threshold becomes
 the one at which the ensemble calls as many scans positive as its members do on average at the
 out-of-fold threshold (`rate_matched`). Without unlabelled scans the out-of-fold thresholds
-stay, and the log says so. The file is
+stay, and the log says so. (Rate matching is listed as post hoc in the teacher protocol.)
+
+Quality gate: `members.csv` lists each member's best epoch and out-of-fold macro AUROC; a
+member whose best epoch is 0 (it never improved on its first epoch) or whose out-of-fold macro
+AUROC is below `paper.teacher.min_member_auroc` fails, is logged by name, and the teacher table
+names it and says the ensemble includes it (members are not dropped: that would be a choice
+made after seeing them). The file is
 an ordinary model bundle, so `evaluate` scores it on the axis's test split like any model, and
 `olives predict --model` and the MLflow pyfunc take it unchanged. Writes
-`paper.out_dir/teacher/s<seed>/ensemble/{model,eval}`; the test metrics go to an MLflow run of
+`paper.out_dir/teacher/p<split>-s<seed>/ensemble/{model,eval,members.csv}`; the test metrics go to an MLflow run of
 the `<experiment>-paper` experiment, found again by the file's SHA-256 (never registered).
 """
 
@@ -29,22 +36,23 @@ from olives.config import Params
 from olives.data.cache import open_cache
 from olives.data.loader import SplitData
 from olives.data.prepare import clinical_features, read_index, read_stats
-from olives.evaluation.metrics import tune_thresholds
-from olives.io import PaperFiles, file_sha256, reset_dir
+from olives.evaluation.metrics import per_label_metrics, tune_thresholds
+from olives.io import PaperFiles, TrainFiles, file_sha256, read_json, reset_dir
 from olives.models import ModelBundle
 from olives.models.bundle import FILE as MODEL_FILE
 from olives.models.combine import combine
 from olives.runtime import Runtime
 from olives.stages import evaluate, track
 from olives.stages.paper import fold
-from olives.stages.paper.init_data import data_params
+from olives.stages.paper.data import data_params
 from olives.tracking.registry import SHA_TAG
 from olives.tracking.runs import Tracker
 from olives.training.distill import ROW, eligible_rows
 
 log = logging.getLogger(__name__)
 
-PARAMS = (*evaluate.PARAMS, "paper.teacher.folds")
+PARAMS = (*evaluate.PARAMS, "paper.teacher.folds", "paper.teacher.min_member_auroc")
+MEMBERS = "members.csv"
 
 
 def out_of_fold(folders: list[Path], labels: tuple[str, ...]) -> pd.DataFrame:
@@ -58,12 +66,41 @@ def out_of_fold(folders: list[Path], labels: tuple[str, ...]) -> pd.DataFrame:
     return table
 
 
-def build(params: Params, seed: int) -> ModelBundle:
-    """The ensemble of the seed's fold teachers, thresholds tuned out of fold."""
+def member_gate(folders: list[Path], labels: tuple[str, ...], floor: float) -> pd.DataFrame:
+    """One row per member: its fold, best epoch, out-of-fold macro AUROC, whether it passes
+    the gate (best epoch > 0 and AUROC >= `floor`) and why not."""
+    rows = []
+    for folder in folders:
+        oof = pd.read_csv(folder / fold.OOF)
+        table = per_label_metrics(
+            oof[list(labels)].to_numpy(),
+            oof[[f"{name}_prob" for name in labels]].to_numpy(),
+            np.full(len(labels), 0.5),
+            labels,
+        )
+        auroc = float(table["auroc"].mean())
+        best = int(read_json(TrainFiles(folder / "train").metrics)["best_epoch"])
+        reasons = ["stopped at epoch 0"] * (best == 0)
+        if not auroc >= floor:
+            reasons.append(f"out-of-fold macro AUROC {auroc:.3f} < {floor}")
+        rows.append(
+            {
+                "member": folder.name,
+                "best_epoch": best,
+                "oof_macro_auroc": round(auroc, 6),
+                "passed": not reasons,
+                "reason": "; ".join(reasons),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build(params: Params, split: int, seed: int) -> ModelBundle:
+    """The ensemble of the pair's fold teachers, thresholds tuned out of fold."""
     folds = params.paper.teacher.folds
     fold.check_teacher(params.paper.teacher, folds[0])
     paper = PaperFiles(Path(params.paper.out_dir))
-    folders = [paper.teacher(seed, f) for f in folds]
+    folders = [paper.teacher(split, seed, f) for f in folds]
     paths = [folder / "model" / MODEL_FILE for folder in folders]
     members = [ModelBundle.load(path, "cpu") for path in paths]
     labels = members[0].labels
@@ -71,18 +108,19 @@ def build(params: Params, seed: int) -> ModelBundle:
     thresholds = tune_thresholds(
         oof[list(labels)].to_numpy(), oof[[f"{name}_prob" for name in labels]].to_numpy()
     )
-    cell = cell_params(params, seed, "ensemble")
+    cell = cell_params(params, split, seed, "ensemble")
+    name = PaperFiles.pair(split, seed)
     pool = unlabelled(cell)
     if len(pool) == 0:
-        log.warning("ensemble s%d: no unlabelled scans: the out-of-fold thresholds stay", seed)
+        log.warning("ensemble %s: no unlabelled scans: the out-of-fold thresholds stay", name)
     else:
         runtime = Runtime.from_env()
         probs = np.stack([fold.predict_split(cell, m, pool, runtime) for m in members])
         thresholds = rate_matched(probs, thresholds)
-        log.info("ensemble s%d: thresholds rate-matched on %d unlabelled scans", seed, len(pool))
+        log.info("ensemble %s: thresholds rate-matched on %d unlabelled scans", name, len(pool))
     stats = read_stats(Path(cell.split.out_dir))["clinical"]
     hashes = [file_sha256(path) for path in paths]
-    info = {"seed": seed, "thresholds_matched_on": len(pool)}
+    info = {"split": split, "seed": seed, "thresholds_matched_on": len(pool)}
     return combine(members, [float(t) for t in thresholds], stats, hashes, info)
 
 
@@ -115,11 +153,11 @@ def rate_matched(member_probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray
     return out
 
 
-def cell_params(params: Params, seed: int, name: str) -> Params:
-    """The axis's data and test split, the model file and evaluation under
-    `teacher/s<seed>/<name>/`, the `-paper` MLflow experiment, nothing registered."""
-    folder = PaperFiles(Path(params.paper.out_dir)).teachers(seed) / name
-    axis = data_params(params)
+def cell_params(params: Params, split: int, seed: int, name: str) -> Params:
+    """The paper's data cut by `split` and its test split, the model file and evaluation under
+    `teacher/p<split>-s<seed>/<name>/`, the `-paper` MLflow experiment, nothing registered."""
+    folder = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed) / name
+    axis = data_params(params, split)
     return dataclasses.replace(
         axis,
         seed=seed,
@@ -146,11 +184,25 @@ def record(cell: Params, run_name: str, tags: dict[str, Any]) -> None:
         tracker.log_metrics(track.tested(cell, sha))
 
 
-def run(params: Params, seed: int) -> dict[str, Any]:
-    cell = cell_params(params, seed, "ensemble")
-    bundle = build(params, seed)
+def run(params: Params, split: int, seed: int) -> dict[str, Any]:
+    cell = cell_params(params, split, seed, "ensemble")
+    paper = PaperFiles(Path(params.paper.out_dir))
+    folders = [paper.teacher(split, seed, f) for f in params.paper.teacher.folds]
+    gate = member_gate(folders, params.labels, params.paper.teacher.min_member_auroc)
+    folder = paper.teachers(split, seed) / "ensemble"
+    folder.mkdir(parents=True, exist_ok=True)
+    gate.to_csv(folder / MEMBERS, index=False)
+    for row in gate[~gate["passed"]].itertuples():
+        log.warning(
+            "ensemble %s: member %s fails the gate (%s); it is included",
+            PaperFiles.pair(split, seed),
+            row.member,
+            row.reason,
+        )
+    bundle = build(params, split, seed)
     bundle.save(reset_dir(cell.train.model_dir))
     metrics = evaluate.run(cell)
-    record(cell, f"teacher-s{seed}-ensemble", {fold.GROUP_TAG: f"teacher-s{seed}"})
-    log.info("ensemble s%d: test macro AUROC %s", seed, metrics["macro"].get("auroc"))
+    group = fold.group(split, seed)
+    record(cell, f"{group}-ensemble", {fold.GROUP_TAG: group})
+    log.info("ensemble %s: test macro AUROC %s", group, metrics["macro"].get("auroc"))
     return metrics

@@ -1,10 +1,12 @@
-"""`init_cell` (paper/dvc.yaml): train and evaluate one cell of the init x mode x seed grid.
+"""`init_cell` (paper/dvc.yaml): train and evaluate one run of the init x mode axis.
 
-On the axis's data (`init_data`), `paper.init.fusion`, `paper.init.epochs` epochs:
+On the paper's data (`olives paper data`) cut by patient-split seed `split`, training seed
+`seed`, `paper.init.fusion`, `paper.init.epochs` epochs:
 - init `imagenet` starts from `model.pretrained` (the packaged ImageNet weights by default),
-  `contrastive` from this seed's `init_pretrain` encoder (itself pre-trained from ImageNet);
+  `contrastive` from this pair's `init_pretrain` encoder (itself pre-trained from ImageNet);
 - mode `linear` freezes the backbone (the paper's linear evaluation), `finetune` trains it all.
-Writes `paper.out_dir/init/<init>-<mode>-s<seed>/` like an `ablate` cell; never registered.
+Writes `paper.out_dir/init/<init>-<mode>-p<split>-s<seed>/` like an `ablate` run; never
+registered.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ PARAMS = (
 )
 
 
-def cell_name(init: str, mode: str, seed: int) -> str:
-    return f"{init}-{mode}-s{seed}"
+def cell_name(init: str, mode: str, split: int, seed: int) -> str:
+    return f"{init}-{mode}-{PaperFiles.pair(split, seed)}"
 
 
-def cell_params(params: Params, init: str, mode: str, seed: int) -> Params:
+def cell_params(params: Params, init: str, mode: str, split: int, seed: int) -> Params:
     """The axis's data params with this cell's start, mode, seed, epochs and folders."""
     if init not in INITS or mode not in MODES:
         raise ConfigError(
@@ -49,9 +51,9 @@ def cell_params(params: Params, init: str, mode: str, seed: int) -> Params:
             f"model.pretrained = {params.model.pretrained!r}: the init axis's 'imagenet' cells "
             "need pretrained weights (package, hub or file:)"
         )
-    # the axis's data, this seed and its encoder folder (`model.pretrained: pretrain` reads it)
-    axis = dataclasses.replace(pretrain_params(params, seed), tracking=params.tracking)
-    name = cell_name(init, mode, seed)
+    # the split's data, this seed and its encoder folder (`model.pretrained: pretrain` reads it)
+    axis = dataclasses.replace(pretrain_params(params, split, seed), tracking=params.tracking)
+    name = cell_name(init, mode, split, seed)
     cell = dataclasses.replace(
         axis,
         model=dataclasses.replace(
@@ -71,10 +73,11 @@ def cell_params(params: Params, init: str, mode: str, seed: int) -> Params:
     )
 
 
-def run(params: Params, init: str, mode: str, seed: int) -> dict[str, Any]:
-    cell = cell_params(params, init, mode, seed)
+def run(params: Params, init: str, mode: str, split: int, seed: int) -> dict[str, Any]:
+    cell = cell_params(params, init, mode, split, seed)
     train.run(cell)
     metrics = evaluate.run(cell)
     track.run(cell)  # test metrics on the cell's MLflow run (no registered model)
-    log.info("%s: test macro AUROC %s", cell_name(init, mode, seed), metrics["macro"].get("auroc"))
+    name = cell_name(init, mode, split, seed)
+    log.info("%s: test macro AUROC %s", name, metrics["macro"].get("auroc"))
     return metrics

@@ -1,8 +1,11 @@
-"""`init_pretrain` (paper/dvc.yaml): the contrastive encoder of one seed for the init axis.
+"""`init_pretrain` (paper/dvc.yaml): the contrastive encoder of one (split, seed) for the init
+axis.
 
-The `pretrain` stage on the axis's data (`init_data`) for `paper.init.pretrain_epochs`, with
-this seed, writing `paper.out_dir/pretrain/s<seed>/` and logging to the `<experiment>-paper`
-MLflow experiment. One encoder per seed, so the spread over seeds includes pre-training's.
+The `pretrain` stage on the paper's data (`olives paper data`) cut by patient-split seed
+`split` (so it sees that split's training patients only) for `paper.init.pretrain_epochs`,
+with training seed `seed`, writing `paper.out_dir/pretrain/p<split>-s<seed>/` and logging to
+the `<experiment>-paper` MLflow experiment. One encoder per pair, so the spread includes
+pre-training's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from olives.config import ConfigError, Params
 from olives.io import PaperFiles
 from olives.stages import pretrain
-from olives.stages.paper.init_data import data_params
+from olives.stages.paper.data import data_params
 
 OVERRIDDEN = ("seed", "pretrain.epochs")  # set by the cell, not by params.yaml
 PARAMS = (
@@ -23,10 +26,10 @@ PARAMS = (
 )
 
 
-def pretrain_params(params: Params, seed: int) -> Params:
-    """The axis's data params with this seed's pre-training schedule and folders."""
-    axis = data_params(params)
-    folder = PaperFiles(Path(params.paper.out_dir)).encoder(seed)
+def pretrain_params(params: Params, split: int, seed: int) -> Params:
+    """The paper's data cut by `split`, with this seed's pre-training schedule and folders."""
+    axis = data_params(params, split)
+    folder = PaperFiles(Path(params.paper.out_dir)).encoder(split, seed)
     return dataclasses.replace(
         axis,
         seed=seed,
@@ -34,7 +37,7 @@ def pretrain_params(params: Params, seed: int) -> Params:
             params.pretrain,
             epochs=params.paper.init.pretrain_epochs,
             out_dir=str(folder),
-            checkpoint_dir=f"{params.pretrain.checkpoint_dir}/paper/s{seed}",
+            checkpoint_dir=f"{params.pretrain.checkpoint_dir}/paper/{folder.name}",
         ),
         tracking=dataclasses.replace(
             params.tracking, experiment=f"{params.tracking.experiment}-paper"
@@ -42,7 +45,7 @@ def pretrain_params(params: Params, seed: int) -> Params:
     )
 
 
-def run(params: Params, seed: int) -> dict[str, Any]:
+def run(params: Params, split: int, seed: int) -> dict[str, Any]:
     if params.paper.init.pretrain_epochs < 1:
         raise ConfigError("paper.init.pretrain_epochs must be >= 1: the init axis needs an encoder")
-    return pretrain.run(pretrain_params(params, seed))
+    return pretrain.run(pretrain_params(params, split, seed))

@@ -1,10 +1,10 @@
-"""`pseudo` (paper/teacher/dvc.yaml): the seed's ensemble labels the unlabelled scans.
+"""`pseudo` (paper/teacher/dvc.yaml): a (split, seed)'s ensemble labels the unlabelled scans.
 
 Only scans the rule allows (`training.distill.eligible_rows`: unlabelled scans of patients in
-no validation or test split of the axis's split, the split the student trains and is tested
+no validation or test split of the pair's split, the split the student trains and is tested
 on) get the ensemble's calibrated probabilities as soft labels, with their confidence and
 `keep` (confidence >= `paper.teacher.min_confidence`). Writes
-`paper.out_dir/teacher/s<seed>/pseudo.parquet`.
+`paper.out_dir/teacher/p<split>-s<seed>/pseudo.parquet`.
 """
 
 from __future__ import annotations
@@ -29,18 +29,26 @@ FILE = "pseudo.parquet"
 PARAMS = ("patient_column", "evaluate.batch_size", "evaluate.amp", "paper.teacher.min_confidence")
 
 
-def run(params: Params, seed: int) -> dict[str, Any]:
-    cell = ensemble.cell_params(params, seed, "ensemble")
+def label_pool(params: Params, cell: Params, model_dir: Path, path: Path) -> pd.DataFrame:
+    """The model file under `model_dir` labels the eligible unlabelled scans of `cell`'s split;
+    the table goes to `path` (the ensemble's for the student, the single model's for the
+    self-training control)."""
     runtime = Runtime.from_env()
-    bundle = ModelBundle.load(cell.train.model_dir, runtime.device)
+    bundle = ModelBundle.load(model_dir, runtime.device)
     data = ensemble.unlabelled(cell)
     probs = fold.predict_split(cell, bundle, data, runtime)
     table = pd.DataFrame(probs, columns=list(bundle.labels))
     table.insert(0, ROW, data.rows)
     index = read_index(Path(cell.split.out_dir))
     out = pseudo_labels(index, table, cell.patient_column, params.paper.teacher.min_confidence)
-    path = PaperFiles(Path(params.paper.out_dir)).teachers(seed) / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
-    kept = int(out[KEEP].sum())
-    log.info("pseudo s%d: %d of %d unlabelled scans kept (%s)", seed, kept, len(out), path)
-    return {"rows": len(out), "kept": kept}
+    log.info("%s: %d of %d unlabelled scans kept", path, int(out[KEEP].sum()), len(out))
+    return out
+
+
+def run(params: Params, split: int, seed: int) -> dict[str, Any]:
+    cell = ensemble.cell_params(params, split, seed, "ensemble")
+    path = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed) / FILE
+    out = label_pool(params, cell, Path(cell.train.model_dir), path)
+    return {"rows": len(out), "kept": int(out[KEEP].sum())}
