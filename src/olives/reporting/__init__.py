@@ -17,6 +17,17 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "write_ablation",
             "write_grid",
         ],
+        "comparisons": [
+            "RunsError",
+            "check_runs",
+            "compare",
+            "comparison_section",
+            "formatted",
+            "method_names",
+            "require_replication",
+            "sentences",
+            "write_comparisons",
+        ],
         "curves": ["report_curves"],
         "figures": [
             "curve_grid",
@@ -45,6 +56,14 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "operating_points",
             "positive_patients",
             "rates",
+        ],
+        "protocol": [
+            "Comparison",
+            "PostHoc",
+            "Protocol",
+            "header_lines",
+            "load_protocol",
+            "post_hoc_lines",
         ],
         "report": [
             "build_report",
