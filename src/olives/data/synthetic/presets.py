@@ -51,6 +51,8 @@ PRESETS: Mapping[str, tuple[int, int, int, int]] = MappingProxyType(
         # the paper's axes: every patient in the hub's train split (so each has unlabelled
         # scans), pooled and re-split per split seed; 40 of them test patients per split
         "paper": (64, 1, 2, 8),
+        # the paper's axes in tests and quick looks: the same shape, a fifth of the patients
+        "paper-small": (14, 1, 1, 4),
     }
 )
 

@@ -6,11 +6,12 @@ Each asks what the student's gain (if any) is made of, on the pair's split, trai
   train split cycled to the student's rows per epoch (labelled + kept pseudo-labelled), the
   same epochs. Is the gain only more steps?
 - `self_training`: a student whose pseudo-labels come from the single model itself, not the
-  ensemble (`self_training.parquet`). Does the ensemble teach more than the model itself?
+  ensemble. Does the ensemble teach more than the model itself?
 - `shuffled`: a student whose pseudo-labels are the ensemble's, permuted across scans
   (`training.distill.shuffled`, seeded by the pair): the placebo. Do the labels matter, or
   only the extra images?
-Writes `paper.out_dir/teacher/p<split>-s<seed>/<kind>/`.
+Writes `paper.out_dir/teacher/p<split>-s<seed>/<kind>/`, with what it learned from in
+`labels/`: `pseudo.parquet` (self-training, shuffled) or `rows.json` (same steps).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 
 from olives.config import ConfigError, Params
 from olives.data.prepare import read_index
-from olives.io import PaperFiles
+from olives.io import PaperFiles, reset_dir, write_json
 from olives.stages.paper import pseudo
 from olives.stages.paper.student import DISTILLED, cell_params, fit_and_test, kept_rows
 from olives.training.distill import shuffled
@@ -45,9 +46,9 @@ def student_rows(params: Params, split: int, seed: int) -> int:
 
 
 def labels_for(params: Params, split: int, seed: int, kind: str) -> Path:
-    """The pseudo-label table `kind` learns from, written beside the ensemble's."""
+    """The pseudo-label table `kind` learns from, in its `labels/` folder."""
     teachers = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed)
-    path = teachers / f"{kind}.parquet"
+    path = reset_dir(teachers / kind / "labels") / pseudo.FILE
     if kind == "self_training":
         single = cell_params(params, split, seed, "single")
         pseudo.label_pool(params, single, Path(single.train.model_dir), path)
@@ -63,6 +64,8 @@ def run(params: Params, kind: str, split: int, seed: int) -> dict[str, Any]:
         raise ConfigError(f"control {kind!r} is not one of {list(KINDS)}")
     if kind == "same_steps":
         rows = student_rows(params, split, seed)
+        folder = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed) / kind / "labels"
+        write_json(reset_dir(folder) / "rows.json", {"rows_per_epoch": rows})
         log.info("same_steps %s: %d rows per epoch", PaperFiles.pair(split, seed), rows)
         return fit_and_test(params, split, seed, kind, rows=rows)
     return fit_and_test(params, split, seed, kind, labels_for(params, split, seed, kind))

@@ -18,8 +18,9 @@ names it and says the ensemble includes it (members are not dropped: that would 
 made after seeing them). The file is
 an ordinary model bundle, so `evaluate` scores it on the axis's test split like any model, and
 `olives predict --model` and the MLflow pyfunc take it unchanged. Writes
-`paper.out_dir/teacher/p<split>-s<seed>/ensemble/{model,eval,members.csv}`; the test metrics go to an MLflow run of
-the `<experiment>-paper` experiment, found again by the file's SHA-256 (never registered).
+`paper.out_dir/teacher/p<split>-s<seed>/ensemble/{model,eval,members.csv}`; the test metrics go
+to an MLflow run of the `<experiment>-paper` experiment, found again by the file's SHA-256
+(never registered).
 """
 
 from __future__ import annotations
