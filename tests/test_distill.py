@@ -19,13 +19,16 @@ from olives.data.loader import Batch, BatchSource, load_splits
 from olives.data.prepare import INDEX, read_index
 from olives.models import build_model
 from olives.runtime import Runtime
+from olives.training import loop
 from olives.training.distill import (
     PseudoLabelError,
     eligible_rows,
     pseudo_labels,
+    repeated,
+    shuffled,
     with_pseudo_rows,
 )
-from olives.training.loop import batch_loss, fit
+from olives.training.loop import batch_loss, fit, steps_per_epoch
 from olives.training.losses import AsymmetricLoss, BCELoss, FocalLoss, build_loss
 
 CPU = Runtime(torch.device("cpu"))
@@ -267,3 +270,74 @@ def test_batch_loss_passes_weights_only_when_the_split_has_them():
     torch.testing.assert_close(
         batch_loss(BCELoss(), logits, weighted), BCELoss()(logits, labels, weight)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The student's controls: as many steps, shuffled labels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_same_steps_control_makes_as_many_optimizer_steps_as_the_student(
+    pseudo_root, monkeypatch
+):
+    data = load_splits(pseudo_root / "data/cache", pseudo_root / "data/split", LABELS, CLINICAL)
+    index = read_index(pseudo_root / "data/split")
+    candidates = eligible_rows(index, "Patient_ID")
+    values = np.random.default_rng(2).random((len(candidates), len(LABELS)))
+    probs = pd.DataFrame({"row": candidates["row"], **dict(zip(LABELS, values.T, strict=True))})
+    table = pseudo_labels(index, probs, "Patient_ID", min_confidence=0.0)
+    student = with_pseudo_rows(data["train"], table, LABELS, CLINICAL, weight=0.5)
+    control = repeated(data["train"], len(student))
+    assert len(control) == len(student) > len(data["train"])
+    assert set(control.rows) == set(data["train"].rows)  # the labelled scans alone
+    counts = np.unique(control.rows, return_counts=True)[1]
+    assert counts.max() - counts.min() <= 1  # each as often as the others, within one
+    np.testing.assert_array_equal(control.labels[: len(data["train"])], data["train"].labels)
+    for batch_size in (4, 8, 32):
+        assert steps_per_epoch(len(control), batch_size, 1) == steps_per_epoch(
+            len(student), batch_size, 1
+        )
+    p = from_dict(
+        Params,
+        {
+            "model": {"pretrained": "none", "dropout": 0.0},
+            "train": {"epochs": 2, "batch_size": 8, "progress": False, "num_threads": 1},
+        },
+    )
+    made = []  # each run's optimizer, to read its step count afterwards
+    create = loop.create_optimizer_v2
+    monkeypatch.setattr(
+        loop, "create_optimizer_v2", lambda *a, **k: made.append(create(*a, **k)) or made[-1]
+    )
+    steps = []
+    for train in (student, control):
+        torch.manual_seed(0)
+        model = build_model(p.model, len(LABELS), len(CLINICAL))
+        loss_fn = build_loss(p.loss, data["train"].labels.mean(axis=0))
+        splits = {"train": train, "val": data["val"]}
+        fit(model, loss_fn, splits, p.train, seed=0, labels=LABELS, runtime=CPU)
+        state = made[-1].state
+        steps.append(max(int(s["step"]) for s in state.values() if "step" in s))
+    assert steps[0] == steps[1] == 2 * steps_per_epoch(len(student), 8, 1)
+    with pytest.raises(PseudoLabelError, match=r"rows = 1 must be at least"):
+        repeated(data["train"], 1)
+
+
+def test_shuffled_pseudo_labels_keep_the_scans_and_the_label_mix_but_not_the_pairing():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        {
+            "row": np.arange(50),
+            "B1": rng.random(50),
+            "B2": rng.random(50),
+            "confidence": rng.random(50),
+            "keep": rng.random(50) > 0.3,
+        }
+    )
+    out = shuffled(rows, ("B1", "B2"), seed=3)
+    assert out["row"].tolist() == rows["row"].tolist()
+    assert sorted(out["B1"]) == sorted(rows["B1"]) and not out["B1"].equals(rows["B1"])
+    # a row's labels move together, with their confidence and keep
+    moved = set(zip(out["B1"], out["B2"], out["confidence"], out["keep"], strict=True))
+    assert moved == set(zip(rows["B1"], rows["B2"], rows["confidence"], rows["keep"], strict=True))
+    assert out.equals(shuffled(rows, ("B1", "B2"), seed=3))  # seeded
