@@ -45,7 +45,7 @@ RUNTIME_KEYS = (
     "tracking",
     "evaluate.out_dir",
     "paper.out_dir",
-    "paper.init.data_dir",
+    "paper.data.dir",
     "report.out_dir",
 )
 

@@ -38,7 +38,11 @@ PARAMS = (
     "preprocess.max_corrupt_fraction",
     "split.candidates",
     "paper.splits",
-    "paper.data",
+    "paper.data.preset",
+    "paper.data.unlabeled_fraction",
+    "paper.data.size",
+    "paper.data.test_fraction",
+    "paper.data.val_fraction",
 )
 GENERATOR_SEED = 0  # the synthetic cohort is one; the split seeds vary who is tested
 
