@@ -302,6 +302,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Everything, printed and returned (JSON-ready)."""
+    from olives.io import file_sha256
+
     start = time.perf_counter()
     model = str(train_on_preset(args.train_preset, work)) if args.train_preset else args.model
     trained = time.perf_counter()
@@ -319,6 +321,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     skipped = frame["problem"].dropna().tolist()
     out = {
         "model": str(path),
+        "model_sha256": file_sha256(path),
         "data_source": predictor.bundle.params.get("data.source"),
         "train_preset": args.train_preset,
         "kermany": {"scans": len(frame), "used": len(frame) - len(skipped), "left_out": skipped},
@@ -337,7 +340,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def print_report(out: dict[str, Any]) -> None:
-    print(f"model: {out['model']} (trained on: {out['data_source'] or 'not recorded'})")
+    source = out["data_source"] or "not recorded"
+    print(f"model: {out['model']} (sha256 {out['model_sha256'][:12]}, trained on: {source})")
     kermany = out["kermany"]
     print(f"Kermany sample: {kermany['used']} of {kermany['scans']} scans used")
     for why in kermany["left_out"]:
