@@ -83,16 +83,19 @@ def scan_classes(metadata: Path, table: pd.DataFrame) -> pd.DataFrame:
     binary = flags.isin([0, 1]).all(axis=1) & (flags.sum(axis=1) == 1)
     patient = table[PATIENT].astype("string").str.strip()
     out = pd.DataFrame({"patient": patient, "cls": flags.idxmax(axis=1).where(binary)})
-    lines = [f"{metadata} line {i + 2}" for i in range(len(table))]
     out["problem"] = [
-        f"{line}: column {PATIENT} is empty"
-        if pd.isna(p) or not p
-        else None
-        if ok
-        else f"{line}: the class columns {', '.join(CLASSES)} are not one 1 and three 0"
-        for line, p, ok in zip(lines, out["patient"], binary, strict=True)
+        _row_problem(f"{metadata} line {i + 2}", patient, ok)
+        for i, (patient, ok) in enumerate(zip(out["patient"], binary, strict=True))
     ]
     return out
+
+
+def _row_problem(line: str, patient: Any, one_class: bool) -> str | None:
+    if pd.isna(patient) or not patient:
+        return f"{line}: column {PATIENT} is empty"
+    if not one_class:
+        return f"{line}: the class columns {', '.join(CLASSES)} are not one 1 and three 0"
+    return None
 
 
 def predict_folder(predictor: Any, root: Path) -> pd.DataFrame:
@@ -102,7 +105,10 @@ def predict_folder(predictor: Any, root: Path) -> pd.DataFrame:
     from olives.serving.scans import imagefolder_scans
 
     metadata = root / "metadata.csv"
-    table = pd.read_csv(metadata, dtype={"file_name": str})  # the reader's own call
+    try:
+        table = pd.read_csv(metadata, dtype={"file_name": str})  # the reader's own call
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot read {metadata}: {exc}") from None
     scans = list(imagefolder_scans(root, metadata, predictor.bundle.clinical, predictor.limits))
     if len(scans) != len(table):
         raise SystemExit(f"{metadata}: {len(table)} rows but {len(scans)} scans read")
