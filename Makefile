@@ -36,11 +36,11 @@ format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks docs
 	$(BIN)/ruff check --fix src tests benchmarks docs
 
-# The paper's ablation grid (paper/dvc.yaml) on the main pipeline's cache and split.
+# The paper's fusion x loss and init axes (paper/dvc.yaml) on their own data, every patient split x seed.
 paper: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro paper/dvc.yaml
 
-# The paper's teacher axis (paper/teacher/dvc.yaml): k-fold ensemble, pseudo-labels, student.
+# The paper's teacher axis (paper/teacher/dvc.yaml): k-fold ensemble, pseudo-labels, student, controls.
 teacher: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro paper/teacher/dvc.yaml
 

@@ -59,16 +59,19 @@ pipeline() {  # with contrastive pre-training, train starting from its encoder
     cp "$work/tiny/reports/summary.json" "$out/tiny_summary.json"
 }
 
-init_axis() {  # the paper's initialisation axis, one seed, tiny
+init_axis() {  # the paper's initialisation axis, one patient split and seed, small
     params "$work/init" "{'data': {'synthetic': {'width': 256, 'height': 248}},
         'pretrain': {'batch_size': 32}, 'train': {'batch_size': 16},
-        'evaluate': {'bootstrap': 100}, 'paper': {'seeds': [0], 'init': {'preset': 'tiny',
-        'unlabeled_fraction': 4.0, 'pretrain_epochs': 2, 'epochs': 3}}}"
-    (cd "$work/init" && python3 -m olives paper init_data && python3 -m olives paper init_pretrain --seed 0) \
-        || return 1
+        'evaluate': {'bootstrap': 100}, 'paper': {'splits': [0], 'seeds': [0],
+        'data': {'preset': 'paper-small', 'unlabeled_fraction': 4.0},
+        'init': {'pretrain_epochs': 2, 'epochs': 3}}}"
+    mkdir -p "$work/init/paper" && cp -r paper/protocol "$work/init/paper/"
+    (cd "$work/init" && python3 -m olives paper data \
+        && python3 -m olives paper init_pretrain --split 0 --seed 0) || return 1
     for cell in "imagenet linear" "imagenet finetune" "contrastive linear" "contrastive finetune"; do
         set -- $cell
-        (cd "$work/init" && python3 -m olives paper init_cell --init "$1" --mode "$2" --seed 0) || return 1
+        (cd "$work/init" && python3 -m olives paper init_cell --init "$1" --mode "$2" \
+            --split 0 --seed 0) || return 1
     done
     (cd "$work/init" && python3 -m olives paper aggregate) || return 1
     cp "$work/init/reports/paper/init.csv" "$out/init_axis.csv"

@@ -395,8 +395,9 @@ def test_tracker_failure_mid_run_loses_nothing(tmp_path, caplog):
 def test_ablation_cells_are_experiments_not_registered_models():
     from olives.stages.paper.ablate import cell_params
 
-    cell = cell_params(Params(), "image", "bce", 1)
+    cell = cell_params(Params(), "image", "bce", 2, 1)
     assert cell.tracking.registered_model is None  # a grid cell can never become @champion
+    assert cell.split.out_dir.endswith("paper/split/p2")  # the paper's data, split seed 2
     assert cell.tracking.experiment == "olives-biomarkers-paper"
     assert (cell.model.fusion, cell.loss.name, cell.seed, cell.train.epochs) == (
         "image",
