@@ -15,7 +15,7 @@ from timm.loss import AsymmetricLossMultiLabel
 
 from conftest import write_tiny_cache
 from olives.config import ConfigError, LossConfig, Params, from_dict
-from olives.data.loader import Batch, BatchSource, load_splits
+from olives.data.loader import Batch, BatchSource, SplitData, load_splits
 from olives.data.prepare import INDEX, read_index
 from olives.models import build_model
 from olives.runtime import Runtime
@@ -231,14 +231,20 @@ def test_pseudo_rows_join_the_train_split_with_their_weight(pseudo_root):
     assert next(iter(BatchSource(data["train"], CPU).batches(np.arange(4), 4))).weights is None
 
 
-def test_one_epoch_on_labelled_and_pseudo_rows_has_a_finite_loss(pseudo_root):
-    data = load_splits(pseudo_root / "data/cache", pseudo_root / "data/split", LABELS, CLINICAL)
-    index = read_index(pseudo_root / "data/split")
+def student_splits(root, seed: int) -> tuple[dict, SplitData]:
+    """The splits under `root` and a student's train split: labelled rows and every eligible
+    unlabelled row with random soft labels."""
+    data = load_splits(root / "data/cache", root / "data/split", LABELS, CLINICAL)
+    index = read_index(root / "data/split")
     candidates = eligible_rows(index, "Patient_ID")
-    values = np.random.default_rng(1).random((len(candidates), len(LABELS)))
+    values = np.random.default_rng(seed).random((len(candidates), len(LABELS)))
     probs = pd.DataFrame({"row": candidates["row"], **dict(zip(LABELS, values.T, strict=True))})
     table = pseudo_labels(index, probs, "Patient_ID", min_confidence=0.0)
-    train = with_pseudo_rows(data["train"], table, LABELS, CLINICAL, weight=0.5)
+    return data, with_pseudo_rows(data["train"], table, LABELS, CLINICAL, weight=0.5)
+
+
+def test_one_epoch_on_labelled_and_pseudo_rows_has_a_finite_loss(pseudo_root):
+    data, train = student_splits(pseudo_root, 1)
     p = from_dict(
         Params,
         {
@@ -280,13 +286,7 @@ def test_batch_loss_passes_weights_only_when_the_split_has_them():
 def test_the_same_steps_control_makes_as_many_optimizer_steps_as_the_student(
     pseudo_root, monkeypatch
 ):
-    data = load_splits(pseudo_root / "data/cache", pseudo_root / "data/split", LABELS, CLINICAL)
-    index = read_index(pseudo_root / "data/split")
-    candidates = eligible_rows(index, "Patient_ID")
-    values = np.random.default_rng(2).random((len(candidates), len(LABELS)))
-    probs = pd.DataFrame({"row": candidates["row"], **dict(zip(LABELS, values.T, strict=True))})
-    table = pseudo_labels(index, probs, "Patient_ID", min_confidence=0.0)
-    student = with_pseudo_rows(data["train"], table, LABELS, CLINICAL, weight=0.5)
+    data, student = student_splits(pseudo_root, 2)
     control = repeated(data["train"], len(student))
     assert len(control) == len(student) > len(data["train"])
     assert set(control.rows) == set(data["train"].rows)  # the labelled scans alone
