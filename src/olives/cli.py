@@ -124,8 +124,8 @@ USAGE = {
         "dvc repro track",
     ),
     "teacher_track": (
-        "reports/paper/teacher/s<seed>/{ensemble,student}/",
-        "MLflow: olives-biomarkers-ensemble and -student versions, aliases s<seed>",
+        "reports/paper/teacher/p<split>-s<seed>/{ensemble,student}/",
+        "MLflow: olives-biomarkers-ensemble and -student versions, aliases p<split>-s<seed>",
         "make teacher",
     ),
     "promote": ("models/ (or --version)", "the champion alias in MLflow", "olives promote"),
