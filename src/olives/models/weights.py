@@ -10,8 +10,10 @@ changed layout fails loudly instead of silently loading tensors into the wrong l
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +22,8 @@ import torch
 from torch import nn
 
 from olives.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # timm model name -> (importable package, weight-file glob inside `<package>/models/`).
 PACKAGE_WEIGHTS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -227,3 +231,75 @@ def load_encoder(model: nn.Module, path: Path, name: str) -> None:
         raise WeightsUnavailableError(
             f"{path}: encoder does not fit {name}: missing {missing[:5]}, extra {unexpected[:5]}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained model files (`olives.models.bundle`): their digest rule and their backbone
+# ---------------------------------------------------------------------------------------------
+
+MODEL_KEY = "olives"  # safetensors metadata key of a trained model file (`ModelBundle`)
+
+
+def weights_digest(weights: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor in name order: its name, dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        head = json.dumps([name, str(tensor.dtype), list(tensor.shape), tensor.nbytes])
+        digest.update(head.encode() + b"\n")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def digest_problem(path: Path, recorded: object, weights: Mapping[str, torch.Tensor]) -> str | None:
+    """Why `weights` differ from the digest their file recorded, or None; a file saved before
+    digests were recorded cannot be checked (a warning)."""
+    if recorded is None:
+        log.warning("%s: no recorded weights digest (an older model file): not verified", path)
+        return None
+    if recorded != weights_digest(weights):
+        return (
+            f"{path}: weights do not match their recorded digest: the file is corrupt or was "
+            "modified; re-run `olives stage train`"
+        )
+    return None
+
+
+def model_file_metadata(path: Path) -> dict[str, object] | None:
+    """The metadata of a trained model file, or None when `path` is some other file."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    return json.loads(meta[MODEL_KEY]) if MODEL_KEY in meta else None
+
+
+def load_model_backbone(model: nn.Module, path: Path, name: str) -> None:
+    """The backbone of the trained model file `path` into the headless timm `model` named
+    `name`, strictly, its weights digest checked: synthetic pre-training for a new task. An
+    ensemble or a clinical-only model has no one backbone to give."""
+    from safetensors.torch import load_file
+
+    meta = model_file_metadata(path) or {}
+    described = meta.get("description") or {}
+    config = described.get("model") if isinstance(described, dict) else None
+    if not isinstance(config, dict) or config.get("fusion") == "clinical":
+        raise WeightsUnavailableError(
+            f"{path}: a model without one image backbone (an ensemble or fusion 'clinical'); "
+            "model.pretrained: file: needs a single model with an image backbone"
+        )
+    if config.get("backbone") != name:
+        raise WeightsUnavailableError(
+            f"{path}: a model trained with backbone {config.get('backbone')!r}, "
+            f"model.backbone is {name!r}"
+        )
+    weights = load_file(str(path))
+    problem = digest_problem(path, meta.get("weights_sha256"), weights)
+    if problem:
+        raise WeightsUnavailableError(problem)
+    prefix = "backbone."
+    state = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+    model.reset_classifier(0)
+    model.load_state_dict(state, strict=True)
