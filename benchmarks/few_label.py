@@ -22,7 +22,8 @@ OCT2017 sample in `../shared/kermany-oct-sample` (160 B-scans, CNV / DME / DRUSE
   fixed recipe for both starts, every epoch, no early stopping and no validation: nothing is
   chosen on the test half. `finetune` trains everything, `linear` only the head;
 - comparison: synthetic - imagenet per mode, paired on (split, seed), by the paper's rule
-  (`olives.evaluation.paired`: mean, 95 % t-interval, Holm over the modes, verdict).
+  (`olives.evaluation.paired`: mean, 95 % t-interval over the patient splits, each split's
+  seeds averaged first since they share its test half; Holm over the modes; verdict).
 
     python benchmarks/few_label.py [--model models] [--shared ../shared] [--splits 0 1 2]
         [--seeds 0 1] [--mode finetune|linear|both] [--epochs 15] [--size 128] [--json OUT]
@@ -216,12 +217,13 @@ def run_one(
 
 
 def compare(runs: pd.DataFrame, modes: Sequence[str]) -> list[dict[str, Any]]:
-    """synthetic - imagenet per mode, paired on (split, seed), one Holm family."""
+    """synthetic - imagenet per mode, paired on (split, seed), each split's seeds averaged
+    (they share its test half), t-interval over the splits, one Holm family."""
     from olives.evaluation.paired import paired_comparisons
 
     frame = runs.assign(method=runs["init"] + "/" + runs["mode"])
     pairs = [(f"synthetic/{m}", f"imagenet/{m}") for m in modes]
-    found = paired_comparisons(frame, pairs, "auroc", PAIR_ON, method_column="method")
+    found = paired_comparisons(frame, pairs, "auroc", PAIR_ON, method_column="method", unit="split")
     means = frame.groupby("method")["auroc"].mean()
     return [
         {
@@ -247,12 +249,12 @@ def run_lines(runs: pd.DataFrame) -> list[str]:
 def comparison_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The paired rule's figures, one line per mode."""
     head = f"{'mode':<9} {'synthetic':>9} {'imagenet':>9} {'mean diff [95 % t-interval]':<29}"
-    lines = [head + f" {'pairs':>5} {'p':>6} {'p Holm':>6}  verdict"]
+    lines = [head + f" {'pairs':>5} {'splits':>6} {'p':>6} {'p Holm':>6}  verdict"]
     for r in rows:
         shown = f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
         lines.append(
             f"{r['mode']:<9} {r['method_mean']:>9.3f} {r['reference_mean']:>9.3f} {shown:<29} "
-            f"{r['pairs']:>5} {r['p']:>6.3f} {r['p_holm']:>6.3f}  {r['verdict']}"
+            f"{r['pairs']:>5} {r['units']:>6} {r['p']:>6.3f} {r['p_holm']:>6.3f}  {r['verdict']}"
         )
     return lines
 
@@ -294,8 +296,8 @@ def protocol_lines(args: argparse.Namespace, recipe: Recipe, model: Path, digest
         f"  starts: synthetic = file:{model} (sha256 {digest[:12]}), imagenet = package",
         f"  recipe (both starts): {asdict(recipe)}; every epoch, no early stopping, no "
         "validation: nothing chosen on the test half",
-        "  comparison: synthetic - imagenet per mode, paired on (split, seed), 95 % t-interval, "
-        "Holm over the modes",
+        "  comparison: synthetic - imagenet per mode, paired on (split, seed), 95 % t-interval "
+        "over the splits (each split's seeds averaged first), Holm over the modes",
     ]
 
 

@@ -67,7 +67,8 @@ def runs_frame() -> pd.DataFrame:
 
 
 def by_hand(diffs: list[float]) -> tuple[float, float, float, float]:
-    d = np.asarray(diffs)
+    """The t-interval over the 3 splits of each split's mean over its 2 seeds (GRID order)."""
+    d = np.asarray(diffs).reshape(3, 2).mean(axis=1)
     n, mean, sd = len(d), d.mean(), d.std(ddof=1)
     half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     p = 2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1)
@@ -97,7 +98,7 @@ def test_compare_is_the_hand_computation():
         row = primary.iloc[i]
         assert (row["mean"], row["low"], row["high"]) == pytest.approx((mean, low, high))
         assert (row["p"], row["p_holm"]) == pytest.approx((p, p_holm))
-        assert row["pairs"] == 6
+        assert (row["pairs"], row["units"]) == (6, 3)
     assert list(primary["verdict"]) == [HELPED, HURT, NO_CLEAR, NOT_RUN]
     assert primary["low"][2] < 0 < primary["high"][2]  # the interval holds 0: no verdict
     assert list(frame["metric"]) == ["macro_auroc"] * 4 + ["macro_f1"] * 4
@@ -125,7 +126,8 @@ def test_one_string_for_markdown_latex_and_sentences(tmp_path: Path):
         if row.verdict != NOT_RUN:
             assert sentence == (
                 f"{row.method} vs {row.reference}: {row.difference} {row.metric} "
-                f"{row.interval}, {row.pairs} pairs, Holm p {row[6]}: {row.verdict}."
+                f"{row.interval}, {row.pairs} pairs in {row.splits} splits, Holm p "
+                f"{row[7]}: {row.verdict}."
             )
     first = formatted(frame).iloc[0]
     assert first["difference"] == "+0.053" and first["interval"].startswith("[+0.0")

@@ -97,12 +97,16 @@ def test_the_table_gives_the_paired_rule_of_the_made_up_aurocs():
             rows += [{**key, "init": "imagenet", "auroc": base}]
             rows += [{**key, "init": "synthetic", "auroc": base + diff}]
     found = {r["mode"]: r for r in bench.compare(pd.DataFrame(rows), bench.MODES)}
-    expected = {m: paired_interval(d) for m, d in (("finetune", finetune), ("linear", linear))}
+    split_means = {  # each split's two seeds averaged: the splits are the replicates
+        m: np.asarray(d).reshape(3, 2).mean(axis=1)
+        for m, d in (("finetune", finetune), ("linear", linear))
+    }
+    expected = {m: paired_interval(d) for m, d in split_means.items()}
     adjusted = holm([expected["finetune"][3], expected["linear"][3]])
     for (mode, (mean, low, high, p)), p_holm in zip(expected.items(), adjusted, strict=True):
         r = found[mode]
         assert (r["mean"], r["low"], r["high"]) == pytest.approx((mean, low, high))
-        assert (r["p"], r["p_holm"], r["pairs"]) == pytest.approx((p, p_holm, 6))
+        assert (r["p"], r["p_holm"], r["pairs"], r["units"]) == pytest.approx((p, p_holm, 6, 3))
     assert found["finetune"]["verdict"] == "helped"
     assert found["linear"]["verdict"] == "no clear difference"
     assert found["finetune"]["method_mean"] == pytest.approx(0.725 + np.mean(finetune))

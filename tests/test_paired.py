@@ -87,3 +87,24 @@ def test_runs_pair_on_every_pairing_column():
     runs = runs[~((runs["method"] == "a") & (runs["split"] == 2))]
     (found,) = paired_comparisons(runs, [("a", "single")], "auc", pair_on=["split", "seed"])
     assert found.pairs == 4 and found.mean == pytest.approx(0.05)
+
+
+def test_with_a_unit_the_interval_is_over_the_units_means():
+    """Two seeds of a split share its patients: the split's mean difference is the replicate,
+    so 6 pairs in 3 splits give a t-interval with 2 degrees of freedom, not 5."""
+    gap = [0.05, 0.07, 0.01, 0.03, 0.06, 0.02]
+    runs = runs_table({"a": gap})
+    (by_pair,) = paired_comparisons(runs, [("a", "single")], "auc", pair_on=["split", "seed"])
+    (by_split,) = paired_comparisons(
+        runs, [("a", "single")], "auc", pair_on=["split", "seed"], unit="split"
+    )
+    means = [0.06, 0.02, 0.04]  # each split's two seeds averaged
+    test = stats.ttest_1samp(means, 0.0)
+    interval = test.confidence_interval(0.95)
+    assert (by_split.pairs, by_split.units) == (6, 3) and (by_pair.pairs, by_pair.units) == (6, 6)
+    assert by_split.mean == pytest.approx(np.mean(gap)) == pytest.approx(by_pair.mean)
+    assert (by_split.low, by_split.high) == pytest.approx((interval.low, interval.high))
+    assert by_split.p == pytest.approx(test.pvalue)
+    assert by_split.high - by_split.low > by_pair.high - by_pair.low  # fewer replicates
+    with pytest.raises(ValueError, match=r"unit 'fold' is not one of the pairing columns"):
+        paired_comparisons(runs, [("a", "single")], "auc", pair_on=["split", "seed"], unit="fold")

@@ -64,7 +64,7 @@ def test_the_header_gives_the_rule_the_grid_and_the_date():
         "`macro_f1`",
         "patient split seeds 0, 1, 2",
         "training seeds 0, 1",
-        "95 % t-interval over the pairs, unadjusted",
+        "95 % t-interval over the patient splits, each patient split's pairs averaged first",
         "Holm over the table's 5 comparisons (those that ran), per metric",
         "Holm-adjusted p < 0.05",
         '"no clear difference"',

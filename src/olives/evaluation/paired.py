@@ -2,11 +2,14 @@
 
 Runs are paired when they share every pairing column (the patient split's seed and the
 training seed): the same test patients and the same initialisation, so what differs is the
-method. For each comparison the rule gives the mean paired difference of a metric, its 95 %
-t-interval over the pairs (`scipy.stats.ttest_rel`'s), the number of pairs and the two-sided
-p-value, Holm-adjusted over the comparisons of one table. The verdict follows from these
-alone: "helped" / "hurt" when the Holm-adjusted p-value is below 1 - ci (the interval at the
-Holm level excludes 0), else "no clear difference". Fewer than 2 pairs is never a verdict.
+method. Pairs are not always independent: the training seeds of one patient split share its
+train and test patients. With a `unit` column (the split), each unit's pairs are averaged
+first, and the interval is over the units, the independent replicates. For each comparison
+the rule gives the mean paired difference of a metric, its 95 % t-interval over the units
+(over the pairs without a unit), the numbers of pairs and units and the two-sided p-value,
+Holm-adjusted over the comparisons of one table. The verdict follows from these alone:
+"helped" / "hurt" when the Holm-adjusted p-value is below 1 - ci (the interval at the Holm
+level excludes 0), else "no clear difference". Fewer than 2 units is never a verdict.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ class Paired:
     method: str
     reference: str
     metric: str
-    mean: float  # mean of method - reference over the pairs
-    low: float  # 95 % t-interval (unadjusted)
+    mean: float  # mean of method - reference over the units (each unit's pairs averaged)
+    low: float  # 95 % t-interval over the units (unadjusted)
     high: float
     pairs: int
+    units: int  # independent replicates the interval is over (the pairs without a unit)
     p: float  # two-sided, unadjusted
     p_holm: float  # Holm-adjusted over the table's comparisons
     verdict: str
@@ -71,22 +75,29 @@ def paired_comparisons(
     pair_on: Sequence[str],
     method_column: str = "method",
     ci: float = 0.95,
+    unit: str | None = None,
 ) -> list[Paired]:
-    """Each (method, reference) of `comparisons` on `metric`, paired on `pair_on`, Holm over
-    the list. A comparison whose method or reference has no run is left out."""
+    """Each (method, reference) of `comparisons` on `metric`, paired on `pair_on`, averaged
+    within each level of `unit` (one of `pair_on`) when given, Holm over the list. A comparison
+    whose method or reference has no run is left out."""
+    if unit is not None and unit not in pair_on:
+        raise ValueError(f"unit {unit!r} is not one of the pairing columns {list(pair_on)}")
     wide = runs.pivot_table(index=list(pair_on), columns=method_column, values=metric)
     found = [(m, r) for m, r in comparisons if m in wide.columns and r in wide.columns]
     raw = []
     for method, reference in found:
         both = wide[[method, reference]].dropna()
-        raw.append((paired_interval(both[method] - both[reference], ci), len(both)))
-    adjusted = holm([p for (_, _, _, p), _ in raw])
+        diffs = both[method] - both[reference]
+        if unit is not None:
+            diffs = diffs.groupby(level=unit).mean()
+        raw.append((paired_interval(diffs, ci), len(both), len(diffs)))
+    adjusted = holm([p for (_, _, _, p), _, _ in raw])
     out = []
-    for (method, reference), ((mean, low, high, p), n), p_holm in zip(
+    for (method, reference), ((mean, low, high, p), n, units), p_holm in zip(
         found, raw, adjusted, strict=True
     ):
         word = NO_CLEAR
-        if n >= 2 and p_holm < 1 - ci:
+        if units >= 2 and p_holm < 1 - ci:
             word = HELPED if mean > 0 else HURT
-        out.append(Paired(method, reference, metric, mean, low, high, n, p, p_holm, word))
+        out.append(Paired(method, reference, metric, mean, low, high, n, units, p, p_holm, word))
     return out

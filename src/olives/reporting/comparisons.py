@@ -32,6 +32,7 @@ COLUMNS = (
     "low",
     "high",
     "pairs",
+    "units",
     "p",
     "p_holm",
     "verdict",
@@ -65,18 +66,21 @@ def compare(runs: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     rows = []
     for metric in protocol.metrics:
         role = "primary" if metric == protocol.primary else "secondary"
-        found = paired_comparisons(table, pairs, metric, protocol.pair_on, _NAME, protocol.ci)
+        found = paired_comparisons(
+            table, pairs, metric, protocol.pair_on, _NAME, protocol.ci, protocol.unit
+        )
         done = {(c.method, c.reference): c for c in found}
         for method, reference in pairs:
             c = done.get((method, reference))
             if c is None:
                 nan = math.nan
-                rows.append((metric, role, method, reference, nan, nan, nan, 0, nan, nan, NOT_RUN))
+                empty = (nan, nan, nan, 0, 0, nan, nan)
+                rows.append((metric, role, method, reference, *empty, NOT_RUN))
             else:
-                numbers = (c.mean, c.low, c.high, c.pairs, c.p, c.p_holm)
+                numbers = (c.mean, c.low, c.high, c.pairs, c.units, c.p, c.p_holm)
                 rows.append((metric, role, method, reference, *numbers, c.verdict))
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.astype({"pairs": int})
+    return frame.astype({"pairs": int, "units": int})
 
 
 def _require(runs: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -107,6 +111,7 @@ def formatted(frame: pd.DataFrame) -> pd.DataFrame:
             "difference": [_signed(v) for v in frame["mean"]],
             "interval": [_interval(*b) for b in zip(frame["low"], frame["high"], strict=True)],
             "pairs": frame["pairs"].astype(int).astype(str),
+            "splits": frame["units"].astype(int).astype(str),
             "p (Holm)": [_p_value(v) for v in frame["p_holm"]],
             "verdict": frame["verdict"].astype(str),
         }
@@ -149,6 +154,8 @@ def _sentence(row: dict[str, str]) -> str:
         return f"{head}: {row['metric']} {NOT_RUN}."
     n = row["pairs"]
     pairs = f"{n} pair" if n == "1" else f"{n} pairs"
+    if row["splits"] != n:
+        pairs += f" in {row['splits']} splits"
     if row["interval"] == MISSING:
         return f"{head}: {row['difference']} {row['metric']}, {pairs}, too few for an interval."
     return (
@@ -168,7 +175,7 @@ def write_comparisons(out_dir: Path, axis: str, frame: pd.DataFrame) -> list[str
         f"{axis.capitalize()} axis: paired differences (method - reference), unadjusted "
         "t-intervals, Holm-adjusted p-values."
     )
-    tex = latex_table(text, caption, f"tab:{axis}-paired", align="lll" + "r" * 4 + "l")
+    tex = latex_table(text, caption, f"tab:{axis}-paired", align="lll" + "r" * 5 + "l")
     (out_dir / f"{axis}_paired.tex").write_text(tex)
     verdicts = sentences(frame)
     return [

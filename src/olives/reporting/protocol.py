@@ -57,6 +57,7 @@ class Protocol:
     written: str  # ISO date
     secondary: tuple[str, ...] = ()
     pair_on: tuple[str, ...] = ("split", "seed")
+    unit: str | None = "split"  # the independent replicate: its pairs are averaged first
     ci: float = 0.95
     correction: Literal["holm"] = "holm"
     post_hoc: tuple[PostHoc, ...] = ()
@@ -70,6 +71,10 @@ class Protocol:
                 raise ConfigError(f"'{key}': empty")
         if not 0 < self.ci < 1:
             raise ConfigError(f"'ci' = {self.ci} must be in (0, 1)")
+        if self.unit is not None and self.unit not in self.pair_on:
+            raise ConfigError(
+                f"'unit' = {self.unit!r} is not one of 'pair_on' {list(self.pair_on)}"
+            )
         try:
             datetime.date.fromisoformat(self.written)
         except ValueError:
@@ -147,7 +152,8 @@ def header_lines(protocol: Protocol, splits: Sequence[int], seeds: Sequence[int]
         + " (test split).",
         f"- Pairing: {_pairing(p.pair_on, splits, seeds)}",
         f"- Interval: the mean paired difference (method - reference) with its {level} "
-        "t-interval over the pairs, unadjusted.",
+        + _over(p.unit)
+        + ", unadjusted.",
         f"- Correction: Holm over the table's {len(p.comparisons)} comparisons (those that "
         "ran), per metric.",
         f'- Verdict: "helped" / "hurt" only where the Holm-adjusted p < {alpha}, else '
@@ -156,6 +162,16 @@ def header_lines(protocol: Protocol, splits: Sequence[int], seeds: Sequence[int]
         "",
     ]
     return lines
+
+
+def _over(unit: str | None) -> str:
+    if unit is None:
+        return "t-interval over the pairs"
+    name = PAIR_NAMES.get(unit, f"`{unit}`")
+    return (
+        f"t-interval over the {name}s, each {name}'s pairs averaged first (the pairs of one "
+        f"{name} share its patients, so they are not independent replicates)"
+    )
 
 
 def _pairing(pair_on: Sequence[str], splits: Sequence[int], seeds: Sequence[int]) -> str:
