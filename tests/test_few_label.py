@@ -3,10 +3,8 @@ made-up data, and one small run on ../shared (skipped when it is absent)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import load_benchmark
 from olives.config import ModelConfig
 from olives.evaluation.paired import holm, paired_interval
 from olives.models import ModelBundle, build_model
@@ -26,15 +25,7 @@ SHARED = REPO.parent / "shared"
 BACKBONE = "tf_efficientnet_lite0"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("few_label", REPO / "benchmarks/few_label.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = load_benchmark("few_label")
 
 
 @pytest.fixture(scope="module")

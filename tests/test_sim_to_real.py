@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from conftest import load_benchmark
 from olives.config import ModelConfig
 from olives.evaluation.intervals import draw_patients
 from olives.models import ModelBundle, build_model
@@ -30,15 +29,7 @@ STATS = {
 }
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("sim_to_real", REPO / "benchmarks/sim_to_real.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = load_benchmark("sim_to_real")
 
 
 @pytest.fixture(scope="module")
