@@ -3,6 +3,7 @@ file is refused with one line naming the file and the key."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,9 @@ def test_the_committed_protocols_load(axis: str, columns: tuple[str, ...], count
     assert protocol.written == "2026-12-06" and protocol.correction == "holm"
 
 
+AXES = ("ablation", "init", "teacher")
+
+
 def test_the_teacher_protocol_names_its_controls_and_post_hoc_changes():
     protocol = load_protocol(PROTOCOLS / "teacher.yaml")
     named = {n for c in protocol.comparisons for n in (c.method, c.reference)}
@@ -49,7 +53,10 @@ def test_the_teacher_protocol_names_its_controls_and_post_hoc_changes():
     assert ("student", "single (same steps)") in {
         (c.method, c.reference) for c in protocol.comparisons
     }
-    assert len(protocol.post_hoc) == 2 and "0.386" in protocol.post_hoc[0].seen
+    assert len(protocol.post_hoc) == 3 and "0.386" in protocol.post_hoc[0].seen
+    assert all(
+        "unit - split" in load_protocol(PROTOCOLS / f"{a}.yaml").post_hoc[-1].change for a in AXES
+    )
     lines = post_hoc_lines(protocol)
     assert "Post hoc" in lines[0] and any("rate-matched" in line for line in lines)
 
@@ -72,7 +79,9 @@ def test_the_header_gives_the_rule_the_grid_and_the_date():
         "written 2026-12-06",
     ):
         assert expected in text, expected
-    assert post_hoc_lines(protocol)[0].startswith("**Post hoc**: none")
+    assert post_hoc_lines(protocol)[0].startswith("**Post hoc**")
+    none = dataclasses.replace(protocol, post_hoc=())
+    assert post_hoc_lines(none)[0].startswith("**Post hoc**: none")
 
 
 def good() -> dict:
