@@ -22,6 +22,7 @@ A benchmark to run, never a test the generator is fitted to.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +42,8 @@ OLIVES_SCAN = "olives-reference/images/olives_bscan_504x496.tif"
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 PATIENT = "Patient_ID"
 CI = 0.95
-TRAIN_STAGES = ("check", "download", "preprocess", "split", "pretrain", "train")
+# `evaluate` too: the synthetic test AUROC belongs beside the real one (issue 29's acceptance)
+TRAIN_STAGES = ("check", "download", "preprocess", "split", "pretrain", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,10 @@ def run_comparison(
 # ---------------------------------------------------------------------------------------------
 
 
-def train_on_preset(preset: str, work: Path) -> Path:
-    """The main pipeline's stages `check` .. `train` on synthetic `preset` in `work` (a
-    scratch project: params.yaml with the preset, its own MLflow store); the model folder."""
+def train_on_preset(preset: str, work: Path) -> tuple[Path, float | None]:
+    """The main pipeline's stages `check` .. `evaluate` on synthetic `preset` in `work` (a
+    scratch project: params.yaml with the preset, its own MLflow store); the model folder and
+    its synthetic test macro AUROC."""
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -211,7 +214,8 @@ def train_on_preset(preset: str, work: Path) -> Path:
         print(f"train-preset {preset}: olives stage {stage}", flush=True)
         command = [sys.executable, "-m", "olives", "stage", stage]
         subprocess.run(command, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
-    return work / params["train"]["model_dir"]
+    metrics = json.loads((work / params["evaluate"]["out_dir"] / "metrics.json").read_text())
+    return work / params["train"]["model_dir"], metrics["macro"].get("auroc")
 
 
 def load_predictor(model: str) -> tuple[Any, Path]:
@@ -311,7 +315,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from olives.io import file_sha256
 
     start = time.perf_counter()
-    model = str(train_on_preset(args.train_preset, work)) if args.train_preset else args.model
+    model, synthetic_auroc = args.model, None
+    if args.train_preset:
+        trained_dir, synthetic_auroc = train_on_preset(args.train_preset, work)
+        model = str(trained_dir)
     trained = time.perf_counter()
     predictor, path = load_predictor(model)
     frame = predict_folder(predictor, Path(args.shared) / KERMANY)
@@ -330,6 +337,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "model_sha256": file_sha256(path),
         "data_source": predictor.bundle.params.get("data.source"),
         "train_preset": args.train_preset,
+        "synthetic_test_macro_auroc": synthetic_auroc,  # with --train-preset only
         "kermany": {"scans": len(frame), "used": len(frame) - len(skipped), "left_out": skipped},
         "clinical": clinical_note(predictor, frame),
         "bootstrap": {"unit": "patient", "resamples": args.bootstrap, "seed": args.seed, "ci": CI},
@@ -348,6 +356,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def print_report(out: dict[str, Any]) -> None:
     source = out["data_source"] or "not recorded"
     print(f"model: {out['model']} (sha256 {out['model_sha256'][:12]}, trained on: {source})")
+    if out["synthetic_test_macro_auroc"] is not None:
+        print(f"synthetic test macro AUROC: {out['synthetic_test_macro_auroc']:.3f}")
     kermany = out["kermany"]
     print(f"Kermany sample: {kermany['used']} of {kermany['scans']} scans used")
     for why in kermany["left_out"]:
