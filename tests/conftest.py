@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -19,6 +22,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+def png_bytes(seed: int, shape: tuple[int, int] = (40, 48)) -> bytes:
+    """A random 8-bit grey PNG, as bytes."""
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def load_benchmark(name: str) -> ModuleType:
@@ -35,7 +46,6 @@ def write_tiny_cache(
 ) -> Path:
     """A learnable toy cache + split under `root/data`: label j puts a bright square in
     region j of the image, BCVA/CST follow B5/B6. Returns `root`."""
-    import numpy as np
     import pandas as pd
 
     from olives.config import SplitConfig

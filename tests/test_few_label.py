@@ -3,7 +3,6 @@ made-up data, and one small run on ../shared (skipped when it is absent)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
-from conftest import load_benchmark
+from conftest import load_benchmark, png_bytes
 from olives.config import ModelConfig
 from olives.evaluation.paired import holm, paired_interval
 from olives.models import ModelBundle, build_model
@@ -44,13 +42,6 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     bundle.save(folder)
     return folder
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_a_model_file_gives_its_backbone_to_model_pretrained_file(model_dir):
@@ -108,7 +99,7 @@ def test_unusable_rows_of_the_sample_are_left_out_with_their_reason(tmp_path):
     root = tmp_path / "sample"
     (root / "images").mkdir(parents=True)
     for i in range(2):
-        (root / f"images/s{i}.png").write_bytes(png(i))
+        (root / f"images/s{i}.png").write_bytes(png_bytes(i))
     (root / "images/bad.png").write_bytes(b"not an image")
     rows = [
         "images/s0.png,p1,0,1,0,0",

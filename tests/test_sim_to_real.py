@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from conftest import load_benchmark
+from conftest import load_benchmark, png_bytes
 from olives.config import ModelConfig
 from olives.evaluation.intervals import draw_patients
 from olives.models import ModelBundle, build_model
@@ -50,13 +48,6 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     bundle.save(folder)
     return folder
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_the_interval_resamples_patients_not_scans():
@@ -108,9 +99,9 @@ def test_a_comparison_takes_its_two_classes_and_only_usable_rows():
 def test_hostile_metadata_rows_are_left_out_with_their_reason(model_dir, tmp_path):
     root = tmp_path / "kermany"
     (root / "images").mkdir(parents=True)
-    (tmp_path / "secret.png").write_bytes(png(9))
+    (tmp_path / "secret.png").write_bytes(png_bytes(9))
     for i in range(3):
-        (root / f"images/s{i}.png").write_bytes(png(i))
+        (root / f"images/s{i}.png").write_bytes(png_bytes(i))
     rows = [
         "images/s0.png,p1,0,1,0,0",
         "../secret.png,p2,0,0,0,1",  # leaves the folder: the project's rule refuses it
