@@ -45,10 +45,15 @@ def student_rows(params: Params, split: int, seed: int) -> int:
     return labelled + kept
 
 
+def labels_dir(params: Params, split: int, seed: int, kind: str) -> Path:
+    """`<kind>/labels/`, emptied: what the control learns from (a DVC output)."""
+    return reset_dir(PaperFiles(Path(params.paper.out_dir)).teachers(split, seed) / kind / "labels")
+
+
 def labels_for(params: Params, split: int, seed: int, kind: str) -> Path:
     """The pseudo-label table `kind` learns from, in its `labels/` folder."""
     teachers = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed)
-    path = reset_dir(teachers / kind / "labels") / pseudo.FILE
+    path = labels_dir(params, split, seed, kind) / pseudo.FILE
     if kind == "self_training":
         single = cell_params(params, split, seed, "single")
         pseudo.label_pool(params, single, Path(single.train.model_dir), path)
@@ -64,8 +69,7 @@ def run(params: Params, kind: str, split: int, seed: int) -> dict[str, Any]:
         raise ConfigError(f"control {kind!r} is not one of {list(KINDS)}")
     if kind == "same_steps":
         rows = student_rows(params, split, seed)
-        folder = PaperFiles(Path(params.paper.out_dir)).teachers(split, seed) / kind / "labels"
-        write_json(reset_dir(folder) / "rows.json", {"rows_per_epoch": rows})
+        write_json(labels_dir(params, split, seed, kind) / "rows.json", {"rows_per_epoch": rows})
         log.info("same_steps %s: %d rows per epoch", PaperFiles.pair(split, seed), rows)
         return fit_and_test(params, split, seed, kind, rows=rows)
     return fit_and_test(params, split, seed, kind, labels_for(params, split, seed, kind))
