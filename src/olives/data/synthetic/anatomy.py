@@ -26,8 +26,8 @@ EDGE = 1.8  # width (px) of the soft step between two layers
 # Thickness constants, calibrated so that CST measured on the retina (`clinical`) matches the
 # real OLIVES CST (mean, spread, skew, correlations with BCVA and B1/B5/B6).
 THICK_MEAN, THICK_SD = 73.0, 9.0  # parafoveal thickness (px at the reference height)
-EDEMA_AMP = 0.2  # edema height at the edge of a B5 run, fraction of the thickness
-EDEMA_GROWTH = 4.0  # extra height per squared margin of the scan inside the run
+EDEMA_AMP = 0.3  # edema height at the edge of a B5 run, fraction of the thickness
+EDEMA_GROWTH = 3.0  # extra height per squared margin of the scan inside the run
 CYST_LIFT = 0.9  # ONL thickening over a cyst, fraction of its y radius
 
 
@@ -70,16 +70,32 @@ class Anatomy(Geometry):
     wobble: np.ndarray  # (W,) slow RPE undulation
     levels: np.ndarray  # layer reflectivity after this volume's gamma
     gain: float
-    floor: float  # vitreous noise-floor level
     window: float  # height of the noise band above the retina
     choroid_len: float
     choroid_level: float
     illum: np.ndarray  # (W,) lateral illumination
     noise: np.ndarray  # speckle pool, larger than the image
-    grain: float  # relative speckle on tissue
     tex: np.ndarray  # smooth choroid field, wider than the image: vessels drift across scans
     vessels: np.ndarray  # (k, 4): column, drift, width, shadow strength
     hyaloid: np.ndarray  # (6,): gap, level factor, lift, attachment edge, style, detached flag
+    device: Device  # acquisition look: averaging, contrast, registration wedge
+    drusen: np.ndarray  # (k, 3): column, half-width, height (px) of RPE elevations
+
+
+@dataclass(frozen=True)
+class Device:
+    """How the volume was acquired, drawn last so the retina's draws never move: real cohorts
+    mix heavily averaged scans (OLIVES: dark vitreous, faint grain) with lightly averaged ones
+    (Kermany OCT2017: a grey, grainy vitreous over the whole window, coarser speckle), and
+    exports whose registration left a blank wedge in a top corner."""
+
+    floor: float  # vitreous noise-floor level (0-255)
+    floor_grain: float  # relative speckle on the floor
+    grain: float  # relative speckle on tissue
+    top: float  # noisy window's top, fraction of the height (< 0: a band above the retina)
+    wedge: np.ndarray  # (3,): side (-1 left, 1 right, 0 none), slope, value (0 or 255)
+    deep: float  # floor level left below the choroid, fraction of `floor`
+    shift: float  # retina moved down by this fraction of the height (framing)
 
 
 def pixel_scale(an: Geometry) -> tuple[float, float]:
@@ -161,23 +177,51 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
         **shape,
         rpe0=h * rng.uniform(0.38, 0.48),
         drift=h * rng.uniform(-0.06, 0.06),
-        tilt=rng.uniform(-0.09, 0.09) * h / w,
+        tilt=rng.uniform(-0.12, 0.12) * h / w,
         tilt_drift=rng.uniform(-0.03, 0.03) * h / w,
-        curv=h * rng.uniform(-0.01, 0.06),
+        curv=h * rng.uniform(-0.01, 0.06) * rng.choice([1.0, 1.0, 2.0, 3.0]),
         wobble=wobble.astype(np.float32),
         levels=levels,
         gain=float(np.exp(rng.normal(0, 0.08))),
-        floor=rng.uniform(10, 20),
         window=h * rng.uniform(0.16, 0.26),
         choroid_len=sy * rng.uniform(20, 32),
         choroid_level=rng.uniform(105, 145),
         illum=(1.0 + rng.uniform(-0.2, 0.2) * (x / w - 0.5) * 2).astype(np.float32),
         noise=_noise_pool(rng, h, w),
-        grain=rng.uniform(0.05, 0.08),
         tex=_choroid_field(rng, h, w + max(4, w // 10), sy, sx),
         vessels=vessels,
         hyaloid=hyaloid,
+        device=_draw_device(rng),
+        drusen=_draw_drusen(rng, w, sy, sx),
     )
+
+
+def _draw_device(rng: np.random.Generator) -> Device:
+    """Half the volumes look heavily averaged (OLIVES), half lightly (Kermany-like)."""
+    light = rng.random() < 0.5
+    side = float(rng.choice([-1.0, 0.0, 0.0, 0.0, 1.0]))
+    return Device(
+        floor=rng.uniform(25, 45) if light else rng.uniform(10, 20),
+        floor_grain=rng.uniform(0.6, 0.85) if light else 0.5,
+        grain=rng.uniform(0.1, 0.18) if light else rng.uniform(0.05, 0.08),
+        top=rng.uniform(0.0, 0.03) if light else -1.0,
+        wedge=np.array([side, rng.uniform(0.05, 0.25), 255.0 * float(rng.random() < 0.7)]),
+        deep=rng.uniform(0.5, 0.9) if light else 0.04,
+        shift=rng.uniform(0.0, 0.12) if light else 0.0,
+    )
+
+
+def _draw_drusen(rng: np.random.Generator, w: int, sy: float, sx: float) -> np.ndarray:
+    """RPE elevations of an older eye, independent of every label (a third of the volumes):
+    the retina's outer band bulges, the fluid labels stay what they are."""
+    k = int(rng.poisson(3.0)) if rng.random() < 0.33 else 0
+    return np.column_stack(
+        [
+            rng.uniform(0.1, 0.9, k) * w,
+            rng.uniform(6, 22, k) * sx,
+            rng.uniform(3, 12, k) * sy,
+        ]
+    ).reshape(k, 3)
 
 
 def scan_edema(vol: Volume, an: Geometry, j: int, xs: np.ndarray, vis: float) -> np.ndarray:
@@ -189,7 +233,7 @@ def scan_edema(vol: Volume, an: Geometry, j: int, xs: np.ndarray, vis: float) ->
     margin = max(float(vol.margins[j, 4]), 0.0)
     inside = min(margin / 0.08, 1.0)
     amp = an.thick * vis * (EDEMA_AMP * (0.6 + 0.4 * inside) + EDEMA_GROWTH * margin**2)
-    return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 2)).astype(np.float32)
+    return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 4)).astype(np.float32)
 
 
 def scan_cysts(vol: Volume, an: Geometry, j: int) -> list[tuple[float, float, float, float]]:
@@ -234,7 +278,7 @@ def boundaries(
     sy, _ = pixel_scale(an)
     t = an.thick
     fovea = math.exp(-(((u - centre) / 0.1) ** 2))
-    fill = np.clip(1.0 - 2.0 * edema / t, 0.0, 1.0)
+    fill = np.clip(1.0 - 3.0 * edema / t, 0.0, 1.0)  # edema fills the pit: a flat fovea
     pit = an.pit_depth * fovea * fill * np.exp(-((xs / an.pit_width) ** 2))
     side = np.clip(1.0 + an.nasal * xs / (an.width / 2), 0.4, 1.8)
     f = LAYER_FRACTION

@@ -65,9 +65,10 @@ def paint_choroid(signal: np.ndarray, an: Anatomy, bottom: np.ndarray, u: float)
 def paint_cysts(
     signal: np.ndarray, tops: np.ndarray, cysts: list[tuple[float, float, float, float]], vis: float
 ) -> None:
-    """Dark, rounded, well-defined fluid spaces with a faint bright wall."""
+    """Dark, sharp-edged cystoid fluid spaces with a faint bright wall: lobed, not circles,
+    nearly as dark as the vitreous when clearly visible."""
     h, w = signal.shape
-    for x0, depth, rx, ry in cysts:
+    for k, (x0, depth, rx, ry) in enumerate(cysts):
         col = int(np.clip(x0, 0, w - 1))
         thick = float(tops[-3][col] - tops[0][col])
         ry = min(ry, 0.3 * thick)
@@ -79,9 +80,11 @@ def paint_cysts(
         dx = (np.arange(xa, xb, dtype=np.float32) - x0) / max(rx, 0.5)
         dy = (np.arange(ya, yb, dtype=np.float32) - y0) / ry
         d = np.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
-        inner = np.clip((1.0 - d) / 0.15, 0.0, 1.0)
+        angle = np.arctan2(dy[:, None], dx[None, :])
+        d *= 1.0 + 0.12 * np.cos(3 * angle + 1.7 * k + x0) + 0.06 * np.cos(5 * angle + k)
+        inner = np.clip((1.0 - d) / 0.08, 0.0, 1.0)
         patch = signal[ya:yb, xa:xb]
-        patch *= 1.0 - (0.3 + 0.65 * vis) * inner
+        patch *= 1.0 - (0.45 + 0.53 * vis) * inner
         patch += 25.0 * np.exp(-(((d - 1.05) / 0.12) ** 2))
 
 
@@ -143,7 +146,10 @@ def paint_vessels(signal: np.ndarray, an: Anatomy, tops: np.ndarray, u: float) -
 
 
 def _window_top(an: Anatomy, ilm: np.ndarray) -> np.ndarray:
-    """Top row of the imaged depth range per column: everything above it is black."""
+    """Top row of the noisy depth range per column: everything above it is black. Heavily
+    averaged scans show a band above the retina; lightly averaged ones the whole window."""
+    if an.device.top >= 0:
+        return np.full_like(ilm, an.device.top * an.height)
     return np.maximum(ilm - an.window, 0.06 * an.height)
 
 
@@ -151,15 +157,15 @@ def noise_floor(an: Anatomy, ilm: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     """Noise floor: a grainy band above the retina, black at the top, near-black deep down.
     Only the two transition bands are computed per pixel; between them the floor is flat."""
     floor = np.zeros((an.height, an.width), dtype=np.float32)
-    top, ramp = _window_top(an, ilm), 0.12 * an.window
+    top, ramp = _window_top(an, ilm), 0.12 * an.window if an.device.top < 0 else 1.0
     r0, r1 = _rows(an, top.min(), (top + ramp).max() + 1)
-    floor[r0:] = an.floor
+    floor[r0:] = an.device.floor
     y = np.arange(r0, r1, dtype=np.float32)[:, None]
     floor[r0:r1] *= np.clip((y - top) / ramp, 0.0, 1.0)
     start, span = bottom + an.choroid_len, 2 * an.choroid_len
     b0, _ = _rows(an, start.min(), an.height)
     y = np.arange(b0, an.height, dtype=np.float32)[:, None]
-    floor[b0:] *= np.clip(1.0 - (y - start) / span, 0.04, 1.0)
+    floor[b0:] *= np.clip(1.0 - (y - start) / span, an.device.deep, 1.0)
     return floor
 
 
@@ -201,6 +207,27 @@ def paint_hyaloid(
     y = np.arange(r0, r1, dtype=np.float32)[:, None]
     width = (0.8 + 0.7 * vis) * sy
     signal[r0:r1] += level * np.exp(-(((y - line) / width) ** 2))
+
+
+def paint_wedge(img: np.ndarray, an: Anatomy) -> None:
+    """A blank triangle along the top edge, left by the export's registration (Kermany)."""
+    side, slope, value = an.device.wedge
+    if side == 0:
+        return
+    h, w = img.shape
+    x = np.arange(w, dtype=np.float32) / w
+    rows = slope * 0.25 * h * (1.0 - x if side < 0 else x)
+    r1 = int(np.ceil(rows.max()))
+    img[:r1][np.arange(r1)[:, None] < rows[None, :]] = int(value)
+
+
+def drusen_lift(an: Anatomy, xs: np.ndarray) -> np.ndarray:
+    """(W,) rows by which drusen lift the RPE and photoreceptors (not Bruch's membrane)."""
+    lift = np.zeros(an.width, dtype=np.float32)
+    for col, half, height in an.drusen:
+        t = np.clip(1.0 - ((xs + an.xc - col) / half) ** 2, 0.0, 1.0)
+        lift += height * np.sqrt(t)
+    return lift
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from olives.data.synthetic.labels import Volume
 from olives.data.synthetic.paint import (
     noise_floor,
     paint_choroid,
+    drusen_lift,
     paint_cysts,
     paint_debris,
     paint_foci,
@@ -32,6 +33,7 @@ from olives.data.synthetic.paint import (
     paint_layers,
     paint_scale_bar,
     paint_vessels,
+    paint_wedge,
 )
 from olives.data.synthetic.presets import Sizes
 
@@ -64,6 +66,7 @@ def render_scan(vol: Volume, an: Anatomy, j: int, rng: np.random.Generator) -> n
     xs = np.arange(w, dtype=np.float32) - an.xc
     rpe = (
         an.rpe0
+        + an.device.shift * h
         + an.drift * (u - 0.5)
         + (an.tilt + an.tilt_drift * (u - 0.5)) * xs
         - an.curv * (xs / (w / 2)) ** 2
@@ -72,9 +75,13 @@ def render_scan(vol: Volume, an: Anatomy, j: int, rng: np.random.Generator) -> n
     edema = scan_edema(vol, an, j, xs, vis[4])
     cysts = scan_cysts(vol, an, j)
     tops = boundaries(an, rpe, xs, u, vol.centre, edema, cyst_lift(an, xs, cysts))
+    if len(an.drusen):
+        tops[6:10] = np.minimum(tops[6:10], tops[10] - 1.0) - drusen_lift(an, xs)
+        tops[6:10] = np.maximum(tops[6:10], tops[5] + 1.0)
     signal = np.zeros((h, w), dtype=np.float32)
     levels = np.repeat(an.levels[:, None], w, axis=1)
-    levels[5] *= 1.0 - 0.35 * np.minimum(edema / an.thick, 1.0)  # spongy, darker ONL
+    swell = np.minimum(2.0 * edema / an.thick, 1.0)
+    levels[3:6] *= 1.0 - 0.45 * swell  # spongy, darker outer retina under diffuse edema
     paint_layers(signal, tops, levels)
     paint_choroid(signal, an, tops[-1], u)
     paint_cysts(signal, tops, cysts, vis[5])
@@ -99,15 +106,17 @@ def _grain(an: Anatomy, rng: np.random.Generator) -> np.ndarray:
 
 
 def _finish(signal: np.ndarray, floor: np.ndarray, z: np.ndarray, an: Anatomy) -> np.ndarray:
-    """Speckle, gain, 8 bits. Real B-scans are averaged: fine correlated grain, weak (~6 %) on
-    tissue but strong (~50 %) on the noise floor."""
-    amp = signal * an.grain
-    amp += floor * (0.5 - an.grain)
+    """Speckle, gain, 8 bits. Real B-scans are averaged: fine correlated grain, weak on tissue
+    (~6 % heavily averaged, up to ~18 % lightly) but strong (50-85 %) on the noise floor."""
+    grain = an.device.grain
+    amp = signal * grain
+    amp += floor * (an.device.floor_grain - grain)
     signal += floor
     amp *= z
     signal += amp
     signal *= an.gain
     np.clip(signal, 0.0, 255.0, out=signal)
     img = signal.astype(np.uint8)
+    paint_wedge(img, an)
     paint_scale_bar(img)
     return img
