@@ -23,9 +23,9 @@ from olives.data.synthetic.anatomy import (
 from olives.data.synthetic.clinical import iter_volumes
 from olives.data.synthetic.labels import Volume
 from olives.data.synthetic.paint import (
+    drusen_lift,
     noise_floor,
     paint_choroid,
-    drusen_lift,
     paint_cysts,
     paint_debris,
     paint_foci,
