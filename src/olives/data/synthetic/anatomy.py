@@ -173,6 +173,7 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
         ]
     )
     shape = {f.name: getattr(geo, f.name) for f in dataclasses.fields(geo)}
+    device = _draw_device(rng)
     return Anatomy(
         **shape,
         rpe0=h * rng.uniform(0.38, 0.48),
@@ -187,11 +188,11 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
         choroid_len=sy * rng.uniform(20, 32),
         choroid_level=rng.uniform(105, 145),
         illum=(1.0 + rng.uniform(-0.2, 0.2) * (x / w - 0.5) * 2).astype(np.float32),
-        noise=_noise_pool(rng, h, w),
+        noise=_noise_pool(rng, h, w, fine=device.top >= 0),
         tex=_choroid_field(rng, h, w + max(4, w // 10), sy, sx),
         vessels=vessels,
         hyaloid=hyaloid,
-        device=_draw_device(rng),
+        device=device,
         drusen=_draw_drusen(rng, w, sy, sx),
     )
 
@@ -203,7 +204,7 @@ def _draw_device(rng: np.random.Generator) -> Device:
     return Device(
         floor=rng.uniform(25, 45) if light else rng.uniform(10, 20),
         floor_grain=rng.uniform(0.6, 0.85) if light else 0.5,
-        grain=rng.uniform(0.1, 0.18) if light else rng.uniform(0.05, 0.08),
+        grain=rng.uniform(0.12, 0.22) if light else rng.uniform(0.05, 0.08),
         top=rng.uniform(0.0, 0.03) if light else -1.0,
         wedge=np.array([side, rng.uniform(0.05, 0.25), 255.0 * float(rng.random() < 0.7)]),
         deep=rng.uniform(0.5, 0.9) if light else 0.04,
@@ -233,7 +234,7 @@ def scan_edema(vol: Volume, an: Geometry, j: int, xs: np.ndarray, vis: float) ->
     margin = max(float(vol.margins[j, 4]), 0.0)
     inside = min(margin / 0.08, 1.0)
     amp = an.thick * vis * (EDEMA_AMP * (0.6 + 0.4 * inside) + EDEMA_GROWTH * margin**2)
-    return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 4)).astype(np.float32)
+    return (amp * np.exp(-0.5 * (xs / an.edema_width) ** 2)).astype(np.float32)
 
 
 def scan_cysts(vol: Volume, an: Geometry, j: int) -> list[tuple[float, float, float, float]]:
@@ -352,12 +353,13 @@ def _smooth_field(
     return ((field - field.mean()) / (field.std() + 1e-9)).astype(np.float32)
 
 
-def _noise_pool(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Unit-variance grain with the lag-1 correlation of real B-scans (~0.7), a margin larger
-    than the image so each scan can take its own window."""
+def _noise_pool(rng: np.random.Generator, h: int, w: int, fine: bool) -> np.ndarray:
+    """Unit-variance grain with the lag-1 correlation of averaged B-scans (~0.7), a margin
+    larger than the image so each scan can take its own window. `fine`: lightly averaged
+    scans (Kermany) keep the axial grain unsmoothed, as their depth spectra show."""
     pad = max(8, h // 8)
     z = rng.standard_normal((h + pad + 2, w + pad + 2)).astype(np.float32)
     z = np.sign(z) * np.abs(z) ** 1.15  # slightly heavy-tailed, like log-compressed speckle
-    z = z[:-2] + 2.0 * z[1:-1] + z[2:]  # [1, 2, 1] in both directions
-    z = z[:, :-2] + 2.0 * z[:, 1:-1] + z[:, 2:]
+    z = z[1:-1] if fine else z[:-2] + 2.0 * z[1:-1] + z[2:]  # [1, 2, 1] down, unless fine
+    z = z[:, :-2] + 2.0 * z[:, 1:-1] + z[:, 2:]  # [1, 2, 1] across
     return (z / z.std()).astype(np.float32)
