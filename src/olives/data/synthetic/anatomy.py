@@ -216,6 +216,7 @@ def _draw_drusen(rng: np.random.Generator, w: int, sy: float, sx: float) -> np.n
     """RPE elevations of an older eye, independent of every label (a third of the volumes):
     the retina's outer band bulges, the fluid labels stay what they are."""
     k = int(rng.poisson(3.0)) if rng.random() < 0.33 else 0
+    k = 0
     return np.column_stack(
         [
             rng.uniform(0.1, 0.9, k) * w,
