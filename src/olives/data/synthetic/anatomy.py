@@ -191,7 +191,7 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
         choroid_len=sy * rng.uniform(20, 32),
         choroid_level=rng.uniform(105, 145),
         illum=(1.0 + rng.uniform(-0.2, 0.2) * (x / w - 0.5) * 2).astype(np.float32),
-        noise=_noise_pool(rng, h, w, fine=device.top >= 0),
+        noise=_noise_pool(rng, h, w),
         tex=_choroid_field(rng, h, w + max(4, w // 10), sy, sx),
         vessels=vessels,
         hyaloid=hyaloid,
@@ -356,13 +356,13 @@ def _smooth_field(
     return ((field - field.mean()) / (field.std() + 1e-9)).astype(np.float32)
 
 
-def _noise_pool(rng: np.random.Generator, h: int, w: int, fine: bool) -> np.ndarray:
-    """Unit-variance grain with the lag-1 correlation of averaged B-scans (~0.7), a margin
-    larger than the image so each scan can take its own window. `fine`: lightly averaged
-    scans (Kermany) keep the axial grain unsmoothed, as their depth spectra show."""
+def _noise_pool(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Unit-variance grain with the lag-1 correlation of real B-scans (~0.7), a margin larger
+    than the image so each scan can take its own window. (Unsmoothed axial grain for lightly
+    averaged volumes was tried: it moved the axial spectra away from Kermany's.)"""
     pad = max(8, h // 8)
     z = rng.standard_normal((h + pad + 2, w + pad + 2)).astype(np.float32)
     z = np.sign(z) * np.abs(z) ** 1.15  # slightly heavy-tailed, like log-compressed speckle
-    z = z[1:-1] if fine else z[:-2] + 2.0 * z[1:-1] + z[2:]  # [1, 2, 1] down, unless fine
-    z = z[:, :-2] + 2.0 * z[:, 1:-1] + z[:, 2:]  # [1, 2, 1] across
+    z = z[:-2] + 2.0 * z[1:-1] + z[2:]  # [1, 2, 1] in both directions
+    z = z[:, :-2] + 2.0 * z[:, 1:-1] + z[:, 2:]
     return (z / z.std()).astype(np.float32)
