@@ -87,7 +87,7 @@ class Anatomy(Geometry):
 
 @dataclass(frozen=True)
 class Device:
-    """How the volume was acquired, drawn last so the retina's draws never move: real cohorts
+    """How the volume was acquired, drawn after the geometry (so CST never moves): real cohorts
     mix heavily averaged scans (OLIVES: dark vitreous, faint grain) with lightly averaged ones
     (Kermany OCT2017: a grey, grainy vitreous over the whole window, coarser speckle), and
     exports whose registration left a blank wedge in a top corner."""
