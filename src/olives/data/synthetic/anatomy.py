@@ -89,7 +89,7 @@ class Anatomy(Geometry):
 class Device:
     """How the volume was acquired, drawn after the geometry (so CST never moves): real cohorts
     mix heavily averaged scans (OLIVES: dark vitreous, faint grain) with lightly averaged ones
-    (Kermany OCT2017: a grey, grainy vitreous over the whole window, coarser speckle), and
+    (Kermany OCT2017: a grey, grainy vitreous over the whole window, stronger speckle), and
     exports whose registration left a blank wedge in a top corner."""
 
     floor: float  # vitreous noise-floor level (0-255)
