@@ -17,7 +17,7 @@ from PIL import Image
 from olives.config import BIOMARKERS, SyntheticSource
 from olives.data import synthetic as syn
 from olives.data.schema import olives_features
-from olives.data.synthetic import parallel
+from olives.data.synthetic import anatomy, parallel
 
 TRAIN_PREVALENCE = syn.REAL_TRAIN_PREVALENCE
 TEST_PREVALENCE = syn.RECOVERY_PREVALENCE
@@ -434,6 +434,30 @@ def test_b5_thickens_the_imaged_retina_at_equal_cst() -> None:
         assert csts[0] == csts[1]
         gains.append(thick[1] - thick[0])
     assert np.mean(gains) > 3 and min(gains) >= 0, gains
+
+
+def test_severe_cavities_grow_the_painted_cysts_not_the_retina_cst_measures() -> None:
+    """The most visible B6 volumes paint cysts up to 1 + SEVERE_GROWTH times larger (untreated
+    DME's cavities), but lift the retina, and so CST, exactly as before."""
+    sizes = syn.resolve_preset(SyntheticSource(preset="tiny"))
+    vol = next(syn.iter_volumes(sizes, seed=0, split="train"))
+    labels = np.zeros_like(vol.labels)
+    labels[:, 5] = True
+    vol = dataclasses.replace(vol, labels=labels)
+    geo = syn.draw_geometry(vol, 504, 496, 0.5, np.random.default_rng(0))
+    vis = geo.vis.copy()
+    vis[5] = 1.0
+    severe = dataclasses.replace(geo, vis=vis, severe=1.0 + anatomy.SEVERE_GROWTH)
+    mild = dataclasses.replace(severe, severe=1.0)
+    xs = np.arange(504, dtype=np.float32) - np.float32(geo.xc)
+    j = vol.scans // 2
+    big, small = anatomy.scan_cysts(vol, severe, j), anatomy.scan_cysts(vol, mild, j)
+    ratio = np.array(big)[:, 2:] / np.array(small)[:, 2:]
+    np.testing.assert_allclose(ratio, 1.0 + anatomy.SEVERE_GROWTH, rtol=1e-6)
+    np.testing.assert_allclose(
+        anatomy.cyst_lift(severe, xs, big), anatomy.cyst_lift(mild, xs, small), rtol=1e-5, atol=1e-5
+    )
+    assert syn.measure_cst(vol, severe) == pytest.approx(syn.measure_cst(vol, mild), rel=1e-6)
 
 
 @pytest.mark.parametrize("k", range(6))

@@ -29,6 +29,11 @@ THICK_MEAN, THICK_SD = 73.0, 9.0  # parafoveal thickness (px at the reference he
 EDEMA_AMP = 0.3  # edema height at the edge of a B5 run, fraction of the thickness
 EDEMA_GROWTH = 3.0  # extra height per squared margin of the scan inside the run
 CYST_LIFT = 0.9  # ONL thickening over a cyst, fraction of its y radius
+LIFT_KNEE, LIFT_BEYOND = 12.0, 0.0
+# Severe cystoid edema: cysts of the most visible B6 volumes (visibility above SEVERE_FROM) grow
+# up to 1 + SEVERE_GROWTH times, into the large confluent cavities of untreated DME (Kermany),
+# within the retina the smaller cysts lifted (so CST and every clinical value stay as they were).
+SEVERE_FROM, SEVERE_GROWTH = 0.6, 2.0
 # Share of volumes with drusen-like RPE elevations. Off: at 0.33 they brought DRUSEN-vs-NORMAL
 # B6 on real scans nearer 0.5 but the real DME-vs-NORMAL B5 fell to ~0.43 (docs/benchmarks.md).
 DRUSEN_SHARE = 0.0
@@ -57,6 +62,7 @@ class Geometry:
     edema_width: float
     vis: np.ndarray  # (6,) visibility of each biomarker in this volume, in [0, 1]
     cysts: np.ndarray  # (k, 5): column offset, depth, radius, aspect, phase
+    severe: float  # growth of the cysts' painted size (>= 1), not of the retina they lift
     undulate: np.ndarray  # (6, W) slow thickness changes of the inner six layers
     wiggle: np.ndarray  # (11, W) small fast ripples of every layer boundary
 
@@ -115,6 +121,7 @@ def draw_geometry(
     sy = height / REF_HEIGHT
     vis = np.array([_visibility(rng, difficulty) for _ in BIOMARKERS])
     n_cysts = 1 + int(rng.poisson(2 + 4 * vis[5]))
+    severe = 1.0 + SEVERE_GROWTH * max(vis[5] - SEVERE_FROM, 0.0) / (1.0 - SEVERE_FROM)
     cysts = np.column_stack(
         [
             rng.normal(0, 0.12, n_cysts) * width,
@@ -135,6 +142,7 @@ def draw_geometry(
         edema_width=width * rng.uniform(0.16, 0.28),
         vis=vis,
         cysts=cysts,
+        severe=severe,
         undulate=_undulations(rng, width, 6),
         wiggle=_wiggles(rng, width, 11, sy),
     )
@@ -258,14 +266,15 @@ def scan_cysts(vol: Volume, an: Geometry, j: int) -> list[tuple[float, float, fl
     x0, depth, rx, ry = out[largest]
     grow = max(1.0, (0.6 + 3.0 * an.vis[5]) * sy / ry)
     out[largest] = (x0, depth, rx * grow, ry * grow)
-    return out
+    return [(x, d, rx * an.severe, ry * an.severe) for x, d, rx, ry in out]
 
 
 def cyst_lift(an: Geometry, xs: np.ndarray, cysts: Sequence[tuple[float, ...]]) -> np.ndarray:
     """(W,) px by which the cysts of a scan thicken the ONL: fluid adds volume."""
     lift = np.zeros(an.width, dtype=np.float32)
     for x0, _, rx, ry in cysts:
-        lift += CYST_LIFT * ry * np.exp(-0.5 * ((xs + an.xc - x0) / (2.5 * rx)) ** 2)
+        height = CYST_LIFT * ry / an.severe  # severe cavities fill the tissue, CST stays
+        lift += height * np.exp(-0.5 * ((xs + an.xc - x0) / (2.5 * rx / an.severe)) ** 2)
     return lift
 
 

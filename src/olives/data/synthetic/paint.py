@@ -13,6 +13,7 @@ from types import MappingProxyType
 import numpy as np
 
 from olives.data.synthetic.anatomy import EDGE, REF_HEIGHT, REF_WIDTH, Anatomy, pixel_scale
+from olives.data.synthetic.clinical import AXIAL_UM, LATERAL_UM
 from olives.data.synthetic.labels import Volume
 
 
@@ -71,8 +72,9 @@ def paint_cysts(
     for k, (x0, depth, rx, ry) in enumerate(cysts):
         col = int(np.clip(x0, 0, w - 1))
         thick = float(tops[-3][col] - tops[0][col])
-        ry = min(ry, 0.3 * thick)
+        ry = min(ry, 0.42 * thick)
         y0 = float(tops[0][col]) + depth * thick
+        y0 = min(max(y0, float(tops[0][col]) + ry + 0.06 * thick), float(tops[-3][col]) - ry)
         xa, xb = max(0, int(x0 - rx) - 2), min(w, int(x0 + rx) + 3)
         ya, yb = max(0, int(y0 - ry) - 2), min(h, int(y0 + ry) + 3)
         if xa >= xb or ya >= yb or ry < 0.5:
@@ -102,17 +104,34 @@ def _stamp(
     signal[ya:yb, xa:xb] += amp * gy[:, None] * gx[None, :]
 
 
+def _shadow(signal: np.ndarray, x0: float, top: float, sig: float, strength: float) -> None:
+    """Attenuate the columns around `x0` below row `top`, as a dense reflector does."""
+    h, w = signal.shape
+    xa, xb = max(0, int(x0 - 2 * sig)), min(w, int(x0 + 2 * sig) + 2)
+    r0 = min(max(0, int(top)), h)
+    if xa >= xb or r0 >= h:
+        return
+    prof = np.exp(-0.5 * ((np.arange(xa, xb, dtype=np.float32) - x0) / sig) ** 2)
+    signal[r0:, xa:xb] *= 1.0 - strength * prof
+
+
 def paint_foci(
     signal: np.ndarray, tops: np.ndarray, an: Anatomy, rng: np.random.Generator, v: float
 ) -> None:
-    """B1: small hyperreflective foci in the plexiform and nuclear layers, near the fovea."""
+    """B1: small hyperreflective foci in the plexiform and nuclear layers, near the fovea. A
+    focus is round in micrometres, so about three times taller than wide in pixels (an OLIVES
+    row is 3.9 um, a column 11.9 um)."""
     sy, sx = pixel_scale(an)
+    tall = LATERAL_UM / AXIAL_UM
     for _ in range(1 + int(rng.poisson(1 + 4 * v))):
         x0 = float(np.clip(an.xc + rng.normal(0, 0.2) * an.width, 0, an.width - 1))
         col = int(x0)
         y0 = rng.uniform(tops[2][col], tops[6][col])
         sig = (0.5 + 2.3 * v * rng.uniform(0.6, 1.0)) * sx
-        _stamp(signal, x0, y0, sig, sig * 1.3 * sy / sx, (10 + 185 * v) * rng.uniform(0.8, 1.1))
+        sig_y = sig * tall * sy / sx
+        _stamp(signal, x0, y0, sig, sig_y, (10 + 185 * v) * rng.uniform(0.8, 1.1))
+        if sig > 1.5 * sx and rng.random() < 0.5:  # a dense focus shadows what lies below
+            _shadow(signal, x0, y0 + 2 * sig_y, sig, rng.uniform(0.15, 0.35))
 
 
 def paint_debris(

@@ -12,6 +12,7 @@ import numpy as np
 
 from olives.config import BIOMARKERS
 from olives.data.synthetic.anatomy import (
+    REF_HEIGHT,
     Anatomy,
     boundaries,
     cyst_lift,
@@ -36,6 +37,8 @@ from olives.data.synthetic.paint import (
     paint_wedge,
 )
 from olives.data.synthetic.presets import Sizes
+
+MOTION_SHARE = 0.08  # share of scans with a motion line
 
 
 def volume_images(vol: Volume, sizes: Sizes, seed: int) -> Iterator[np.ndarray]:
@@ -71,6 +74,7 @@ def render_scan(vol: Volume, an: Anatomy, j: int, rng: np.random.Generator) -> n
         + (an.tilt + an.tilt_drift * (u - 0.5)) * xs
         - an.curv * (xs / (w / 2)) ** 2
         + an.wobble
+        + _motion(an, xs, rng)
     )
     edema = scan_edema(vol, an, j, xs, vis[4])
     cysts = scan_cysts(vol, an, j)
@@ -94,6 +98,17 @@ def render_scan(vol: Volume, an: Anatomy, j: int, rng: np.random.Generator) -> n
     if vol.labels[j, 3]:
         paint_debris(signal, an, tops[0], rng, vis[3])
     return _finish(signal, floor, grain, an)
+
+
+def _motion(an: Anatomy, xs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A motion line in one scan of about twelve: the eye moved axially during the scan, so
+    every A-scan after one column sits a few rows higher or lower (not in CST: no retina moves)."""
+    step = np.zeros_like(xs)
+    if rng.random() < MOTION_SHARE:
+        column = rng.uniform(0.1, 0.9) * an.width - an.xc
+        rows = rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 8.0) * an.height / REF_HEIGHT
+        step[xs >= column] = rows
+    return step
 
 
 def _grain(an: Anatomy, rng: np.random.Generator) -> np.ndarray:
