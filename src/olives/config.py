@@ -168,6 +168,7 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
+    clinical_dropout: float = 0.25  # share of training rows whose clinical record is hidden
     patience: int = 3
     monitor: Literal["val_macro_auroc", "val_macro_f1", "val_loss"] = "val_macro_auroc"
     check_initial_loss: bool = True

@@ -65,6 +65,7 @@ PARAMS = (
     "train.warmup_epochs",
     "train.min_lr_ratio",
     "train.grad_clip",
+    "train.clinical_dropout",
     "train.patience",
     "train.monitor",
     "train.calibrate",

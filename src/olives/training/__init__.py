@@ -1,5 +1,5 @@
 """Training: the supervised loop, contrastive pre-training, losses, batch augmentation,
-resumable checkpoints and pseudo-labels (soft targets) for distillation.
+clinical dropout, resumable checkpoints and pseudo-labels (soft targets) for distillation.
 
 Names load on first use (`lazy_loader`), so importing one module of the package does not
 import the others (nor their DVC dependencies)."""
@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "augment": ["BatchAugment", "same_device"],
         "checkpoint": ["Checkpoint", "TrainState", "fingerprint"],
+        "clinical_dropout": ["ClinicalDropout", "clinical_fill"],
         "contrastive": [
             "ContrastiveConfigError",
             "ContrastiveLoss",

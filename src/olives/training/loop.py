@@ -45,6 +45,7 @@ from olives.models.inference import autocast, predict_logits
 from olives.runtime import Runtime, padded_length, unwrap
 from olives.training.augment import BatchAugment
 from olives.training.checkpoint import Checkpoint, TrainState
+from olives.training.clinical_dropout import ClinicalDropout, clinical_fill
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Loop:
     scheduler: CosineLRScheduler
     scaler: torch.amp.GradScaler
     augment: BatchAugment
+    clinical_dropout: ClinicalDropout
     train: BatchSource
     val: BatchSource | None  # None: no validation (contrastive pre-training)
     cfg: TrainConfig
@@ -187,6 +189,9 @@ def build_loop(
         scheduler=make_scheduler(optimizer, cfg, steps),
         scaler=torch.amp.GradScaler("cuda", enabled=use_fp16(cfg.amp, runtime)),
         augment=(augment or BatchAugment(cfg.augment)).to(runtime.device),
+        clinical_dropout=ClinicalDropout(
+            cfg.clinical_dropout, clinical_fill(data["train"].clinical)
+        ).to(runtime.device),
         train=BatchSource(data["train"], runtime, on_device),
         val=None if val is None else BatchSource(val, runtime, on_device),
         cfg=cfg,
@@ -310,8 +315,9 @@ def train_epoch(loop: Loop, epoch: int) -> dict[str, float]:
 def train_step(loop: Loop, batch: Batch, generator: torch.Generator) -> torch.Tensor:
     """Augment, forward, backward, clip, step; returns the loss tensor (not read back)."""
     images = loop.augment(batch.images, generator)
+    clinical = loop.clinical_dropout(batch.clinical, generator)
     with autocast(loop.cfg.amp, loop.runtime):
-        logits = loop.model(images, batch.clinical)
+        logits = loop.model(images, clinical)
     loss = batch_loss(loop.loss_fn, logits.float(), batch)
     loop.optimizer.zero_grad(set_to_none=True)
     loop.scaler.scale(loss).backward()
