@@ -2,7 +2,8 @@
 
 Top row: the real B-scan (when `../shared` is present), a synthetic scan without biomarkers
 and a zoom on both retinas. Rows below: one synthetic scan per biomarker, with the scan's full
-label set in the title and the region of the named biomarker enlarged.
+label set in the title. Last row: real Kermany NORMAL and DME scans (`../shared`, stretched to
+504x496 as the model's resize does) beside a synthetic scan of severe cystoid edema.
 
     python docs/make_synthetic_figure.py [--real PATH] [--seed 0] [--out PATH]
 """
@@ -25,6 +26,15 @@ from olives.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared/olives-reference/images/olives_bscan_504x496.tif"
+KERMANY = REPO.parent / "shared/kermany-oct-sample/images"
+
+
+def kermany(name: str) -> np.ndarray | None:
+    """The first Kermany scan of class `name`, stretched to 504x496; None without ../shared."""
+    paths = sorted(KERMANY.glob(f"{name}-*.jpeg"))
+    if not paths:
+        return None
+    return np.asarray(Image.open(paths[0]).convert("L").resize((504, 496), Image.BILINEAR))
 
 
 def find_example(
@@ -65,12 +75,18 @@ def draw(real: np.ndarray | None, seed: int, out: Path) -> None:
     sizes = synthetic.resolve_preset(SyntheticSource(preset="default", patients=120))
     used: set[tuple[int, int]] = set()
     healthy, _ = find_example(sizes, seed, None, used)
-    fig, axes = plt.subplots(3, 3, figsize=(12.6, 12.4), dpi=80)
+    fig, axes = plt.subplots(4, 3, figsize=(12.6, 16.5), dpi=80)
     panels = [(real, "real OLIVES B-scan (504x496)"), (healthy, "synthetic, no biomarker")]
     for k, name in enumerate(BIOMARKERS):
         img, labels = find_example(sizes, seed, k, used)
         panels.append((img, f"{name} {BIOMARKER_NAMES[name]}\n{title_for(labels)}"))
     panels.insert(2, (None, ""))
+    severe, labels = find_example(sizes, seed, 5, used, min_vis=0.85)
+    panels += [
+        (kermany("NORMAL"), "real Kermany NORMAL (stretched)"),
+        (kermany("DME"), "real Kermany DME (stretched)"),
+        (severe, f"synthetic, severe cystoid edema\n{title_for(labels)}"),
+    ]
     for ax, (img, title) in zip(axes.flat, panels, strict=False):
         ax.set_axis_off()
         if img is None:
@@ -79,7 +95,7 @@ def draw(real: np.ndarray | None, seed: int, out: Path) -> None:
         ax.set_title(title, fontsize=10)
     _zoom_pair(axes.flat[2], real, healthy)
     fig.suptitle(
-        f"Synthetic OLIVES B-scans (difficulty {sizes.difficulty}) next to a real one", fontsize=12
+        f"Synthetic OLIVES B-scans (difficulty {sizes.difficulty}) next to real ones", fontsize=12
     )
     fig.tight_layout()
     buf = io.BytesIO()
