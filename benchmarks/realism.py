@@ -12,7 +12,7 @@ which needs the native 496 rows (both sources sample depth at the same ~3.9 µm)
 * speckle grain: radially averaged power spectrum of each image (128 px) and the axial spectrum
   of each column (native rows, inner retina and choroid separately: the grain's depth
   dependence), as log-power curves; distance = mean |difference| of the curves (decades);
-* vitreous noise floor: mean and standard deviation of the band 3-15 rows (128 px) above the
+* vitreous noise floor: mean and standard deviation of the band 4-15 rows (128 px) above the
   retina's surface (first row per column brighter than half the image's 99th percentile);
 * with `--kid`: kernel inception distance on the packaged ImageNet EfficientNet-Lite0's pooled
   features (`model.pretrained: package`), x 1000.
@@ -123,7 +123,7 @@ def axial_spectrum(img: np.ndarray, top: np.ndarray, offset: int, rows: int) -> 
 
 
 def vitreous(img: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Pixels 3-15 rows above the surface (128 px image), where the column has them."""
+    """Pixels 4-15 rows above the surface (128 px image), where the column has them."""
     vals = [img[max(0, t - 15) : t - 3, c] for c, t in enumerate(top) if t >= 18]
     return np.concatenate(vals) if vals else np.zeros(0, np.float32)
 
