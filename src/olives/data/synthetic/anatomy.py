@@ -187,7 +187,7 @@ def draw_anatomy(vol: Volume, sizes: Sizes, rng: np.random.Generator) -> Anatomy
     device = _draw_device(rng)
     return Anatomy(
         **shape,
-        rpe0=h * rng.uniform(0.38, 0.48),
+        rpe0=h * rng.uniform(0.30, 0.52),  # wide: the retina's row must not tell its thickness
         drift=h * rng.uniform(-0.06, 0.06),
         tilt=rng.uniform(-0.12, 0.12) * h / w,
         tilt_drift=rng.uniform(-0.03, 0.03) * h / w,
