@@ -85,7 +85,7 @@ def render_scan(vol: Volume, an: Anatomy, j: int, rng: np.random.Generator) -> n
     signal = np.zeros((h, w), dtype=np.float32)
     levels = np.repeat(an.levels[:, None], w, axis=1)
     swell = np.minimum(2.0 * edema / an.thick, 1.0)
-    levels[3:6] *= 1.0 - 0.45 * swell  # spongy, darker outer retina under diffuse edema
+    levels[3:6] *= 1.0 - 0.15 * swell  # a little darker (spongy) under diffuse edema
     paint_layers(signal, tops, levels)
     paint_choroid(signal, an, tops[-1], u)
     paint_cysts(signal, tops, cysts, vis[5])
