@@ -29,7 +29,6 @@ THICK_MEAN, THICK_SD = 73.0, 9.0  # parafoveal thickness (px at the reference he
 EDEMA_AMP = 0.3  # edema height at the edge of a B5 run, fraction of the thickness
 EDEMA_GROWTH = 3.0  # extra height per squared margin of the scan inside the run
 CYST_LIFT = 0.9  # ONL thickening over a cyst, fraction of its y radius
-LIFT_KNEE, LIFT_BEYOND = 12.0, 0.0
 # Severe cystoid edema: cysts of the most visible B6 volumes (visibility above SEVERE_FROM) grow
 # up to 1 + SEVERE_GROWTH times, into the large confluent cavities of untreated DME (Kermany),
 # within the retina the smaller cysts lifted (so CST and every clinical value stay as they were).
